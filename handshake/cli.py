@@ -1,0 +1,120 @@
+"""The ``handshake`` command line (DESIGN.md section 5)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from handshake.errors import HandshakeError
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Handshake: citizen-diplomacy event platform."
+)
+kafka_app = typer.Typer(no_args_is_help=True, help="The native Apache Kafka broker (KRaft, no Docker).")
+app.add_typer(kafka_app, name="kafka")
+
+DEFAULT_DATA = Path(".handshake")
+
+
+def _register_optional() -> None:
+    """Sub-commands that live next to the code they drive."""
+    from handshake import cli_partners, cli_platform, cli_subscribe
+
+    app.add_typer(cli_partners.app, name="partners")
+    app.command("subscribe")(cli_subscribe.subscribe)
+    cli_platform.register(app)
+
+
+@kafka_app.command("start")
+def kafka_start(
+    port: int = typer.Option(9092, help="first broker port (controllers use port+100)"),
+    data_dir: Path = typer.Option(DEFAULT_DATA / "kafka", help="where the broker keeps its data"),
+    brokers: int = typer.Option(1, help="1, or 3 for a local three-node KRaft cluster"),
+) -> None:
+    """Start the broker and wait until it logged 'Kafka Server started'."""
+    from handshake.broker import Cluster
+
+    cluster = Cluster(data_dir, port=port, brokers=brokers)
+    seconds = cluster.start()
+    typer.echo(
+        f"Kafka ready at {cluster.bootstrap} ({cluster.brokers} node(s), {seconds:.1f}s; data in {data_dir})"
+    )
+
+
+@kafka_app.command("stop")
+def kafka_stop(data_dir: Path = typer.Option(DEFAULT_DATA / "kafka")) -> None:
+    """Stop the broker cleanly (SIGTERM, then wait)."""
+    from handshake.broker import Cluster
+
+    cluster = Cluster(data_dir)
+    was = len(cluster.running())
+    cluster.stop()
+    typer.echo(f"stopped {was} Kafka node(s)" if was else "Kafka was not running")
+
+
+@kafka_app.command("status")
+def kafka_status(data_dir: Path = typer.Option(DEFAULT_DATA / "kafka")) -> None:
+    """Show each node and whether it runs; exit 1 when none does."""
+    from handshake.broker import Cluster
+
+    cluster = Cluster(data_dir)
+    rows = cluster.status()
+    typer.echo(json.dumps({"bootstrap": cluster.bootstrap, "nodes": rows}))
+    if not any(r["running"] for r in rows):
+        raise typer.Exit(1)
+
+
+@kafka_app.command("topics")
+def kafka_topics(
+    bootstrap: str | None = typer.Option(None, help="default: HANDSHAKE_KAFKA_BOOTSTRAP or 127.0.0.1:9092"),
+    replication_factor: int | None = typer.Option(None, help="default: HANDSHAKE_REPLICATION_FACTOR or 1"),
+) -> None:
+    """Declare the four Handshake topics; report (exit 1) any topic whose policy differs."""
+    from handshake.settings import KafkaSettings
+    from handshake.topics import ensure_topics
+
+    settings = KafkaSettings()
+    report = ensure_topics(
+        bootstrap or settings.kafka_bootstrap,
+        settings.topic_specs(),
+        replication_factor or settings.replication_factor,
+    )
+    for name in report.created:
+        typer.echo(f"created   {name}")
+    for name in report.unchanged:
+        typer.echo(f"unchanged {name}")
+    for problem in report.problems:
+        typer.echo(f"MISMATCH  {problem}", err=True)
+    if report.problems:
+        raise typer.Exit(1)
+
+
+class Service(StrEnum):
+    ingest = "ingest"
+    aggregator = "aggregator"
+    api = "api"
+
+
+@app.command("serve")
+def serve(service: Service) -> None:
+    """Run one service on its own (configured by HANDSHAKE_* environment variables)."""
+    if service is Service.ingest:
+        from services.ingest.main import serve as run
+    elif service is Service.aggregator:
+        from services.aggregator.main import serve as run
+    else:
+        from services.api.main import serve as run
+    run()
+
+
+def main() -> None:
+    _register_optional()
+    try:
+        app()
+    except HandshakeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
