@@ -113,8 +113,6 @@ class Platform:
     def _env(self) -> dict[str, str]:
         return {
             "HANDSHAKE_KAFKA_BOOTSTRAP": self.cfg.bootstrap,
-            "HANDSHAKE_INGEST_PORT": str(self.cfg.ingest_port),
-            "HANDSHAKE_API_PORT": str(self.cfg.api_port),
             "HANDSHAKE_AGGREGATOR_WEB_PORT": str(self.cfg.aggregator_port),
             "HANDSHAKE_AGGREGATOR_DATA_DIR": str(self.data_dir / "aggregator"),
             "PYTHONUNBUFFERED": "1",
@@ -183,9 +181,17 @@ class Platform:
                 f"http://127.0.0.1:{self.cfg.aggregator_port}/readyz",
             ),
             self._child(
-                "ingest", [exe, "serve", "ingest"], f"http://127.0.0.1:{self.cfg.ingest_port}/readyz"
+                "ingest",
+                [exe, "serve", "ingest"],
+                f"http://127.0.0.1:{self.cfg.ingest_port}/readyz",
+                env={"HANDSHAKE_PORT": str(self.cfg.ingest_port)},
             ),
-            self._child("api", [exe, "serve", "api"], f"http://127.0.0.1:{self.cfg.api_port}/readyz"),
+            self._child(
+                "api",
+                [exe, "serve", "api"],
+                f"http://127.0.0.1:{self.cfg.api_port}/readyz",
+                env={"HANDSHAKE_PORT": str(self.cfg.api_port)},
+            ),
         ]
         for child in services:
             self.say(f"==> starting {child.name}")
