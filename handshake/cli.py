@@ -102,13 +102,9 @@ class Service(StrEnum):
 @app.command("serve")
 def serve(service: Service) -> None:
     """Run one service on its own (configured by HANDSHAKE_* environment variables)."""
-    if service is Service.ingest:
-        from services.ingest.main import serve as run
-    elif service is Service.aggregator:
-        from services.aggregator.main import serve as run
-    else:
-        from services.api.main import serve as run
-    run()
+    import importlib
+
+    importlib.import_module(f"services.{service.value}.main").serve()
 
 
 def main() -> None:

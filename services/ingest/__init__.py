@@ -1,0 +1,1 @@
+"""The ingest service: authenticates partners, validates events and produces them to Kafka."""

@@ -1,0 +1,32 @@
+"""Entry point: ``handshake serve ingest`` (configured by HANDSHAKE_* environment variables)."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from handshake.logs import setup_logging
+from services.ingest.app import create_app
+from services.ingest.settings import IngestSettings
+
+
+def serve() -> None:
+    """``handshake serve ingest``: read IngestSettings() from the environment and run."""
+    run(IngestSettings())
+
+
+def run(settings: IngestSettings) -> None:
+    """Run ingest with uvicorn until interrupted; Kafka adapters start in the app's lifespan."""
+    setup_logging("ingest", settings.log_level)
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    serve()

@@ -1,0 +1,272 @@
+"""The publisher adapter: an idempotent acks=all kafka-python producer used from asyncio.
+
+kafka-python is blocking: ``send()`` may wait for metadata or buffer space, so sends run in a
+dedicated thread; acknowledgements come back through future callbacks and resolve one asyncio
+future per publish call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from handshake.errors import HandshakeError
+from services.ingest.settings import IngestSettings
+
+log = logging.getLogger(__name__)
+
+Record = tuple[bytes, bytes, list[tuple[str, bytes]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The broker's answer for one record: ``ok``, or the reason it was not acknowledged."""
+
+    ok: bool
+    error: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+
+class Publisher(Protocol):
+    async def publish(self, records: Sequence[Record], ack_timeout: float) -> list[Outcome]:
+        """Produce ``records`` concurrently; one outcome each, within ``ack_timeout`` seconds."""
+        ...
+
+    def connected(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _Pending:
+    """Collects the callbacks of many kafka futures and wakes the event loop once."""
+
+    __slots__ = ("_lock", "done", "left", "loop", "outcomes")
+
+    def __init__(self, n: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.outcomes: list[Outcome | None] = [None] * n
+        self.left = n
+        self._lock = threading.Lock()
+        self.loop = loop
+        self.done: asyncio.Future[None] = loop.create_future()
+        if n == 0:
+            self.done.set_result(None)
+
+    def _finish(self, index: int, outcome: Outcome) -> None:
+        with self._lock:
+            if self.outcomes[index] is not None:
+                return
+            self.outcomes[index] = outcome
+            self.left -= 1
+            last = self.left == 0
+        if last:
+            with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
+                self.loop.call_soon_threadsafe(self._resolve)
+
+    def _resolve(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def ok(self, index: int, metadata: Any) -> None:
+        self._finish(index, Outcome(True, partition=metadata.partition, offset=metadata.offset))
+
+    def failed(self, index: int, exc: BaseException) -> None:
+        self._finish(index, Outcome(False, error=f"{type(exc).__name__}: {exc}"))
+
+
+class KafkaPublisher:
+    """Wraps one KafkaProducer (acks=all, idempotent) for ``settings.events_topic``."""
+
+    def __init__(self, settings: IngestSettings, topic: str | None = None) -> None:
+        self.settings = settings
+        self.topic = topic or settings.events_topic
+        self._producer: KafkaProducer | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-send")
+        self._health = _Health()
+        self._stop = threading.Event()
+        self._probe: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Create the producer, and refuse to run unless idempotence is really in force."""
+        ack_ms = int(self.settings.ack_timeout_s * 1000)
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.settings.kafka_bootstrap,
+            "client_id": "handshake-ingest",
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": self.settings.linger_ms,
+            "max_block_ms": ack_ms,
+            "request_timeout_ms": max(1000, ack_ms),
+            "delivery_timeout_ms": max(30000, ack_ms * 4 + self.settings.linger_ms),
+            "retry_backoff_ms": 100,
+        }
+        if self.settings.compression_type and self.settings.compression_type != "none":
+            config["compression_type"] = self.settings.compression_type
+        try:
+            producer = KafkaProducer(**config)
+        except KafkaError as exc:
+            raise HandshakeError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {exc}") from exc
+        try:
+            assert_idempotent(producer)
+            # one acknowledged write warms up metadata and obtains the producer id
+            producer.partitions_for(self.topic)
+            wait_for_producer_id(producer, timeout=max(10.0, self.settings.ack_timeout_s))
+        except BaseException:
+            producer.close(timeout=2)
+            raise
+        self._producer = producer
+        self._health.mark_ok()
+        self._probe = threading.Thread(target=self._probe_loop, name="ingest-producer-probe", daemon=True)
+        self._probe.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._probe is not None:
+            self._probe.join(timeout=3)
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                self._producer.flush(timeout=self.settings.ack_timeout_s)
+            with contextlib.suppress(Exception):
+                self._producer.close(timeout=5)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- publishing --------------------------------------------------------------------
+    async def publish(self, records: Sequence[Record], ack_timeout: float) -> list[Outcome]:
+        if self._producer is None:
+            return [Outcome(False, error="producer not started") for _ in records]
+        loop = asyncio.get_running_loop()
+        pending = _Pending(len(records), loop)
+        self._executor.submit(self._send_all, records, pending)
+        try:
+            await asyncio.wait_for(asyncio.shield(pending.done), ack_timeout)
+        except TimeoutError:
+            self._health.mark_failed()
+        outcomes = [
+            o or Outcome(False, error=f"not acknowledged within {ack_timeout:g}s") for o in pending.outcomes
+        ]
+        if all(o.ok for o in outcomes):
+            self._health.mark_ok()
+        return outcomes
+
+    def _send_all(self, records: Sequence[Record], pending: _Pending) -> None:
+        producer = self._producer
+        assert producer is not None
+        for index, (key, value, headers) in enumerate(records):
+            try:
+                future = producer.send(self.topic, key=key, value=value, headers=headers)
+            except Exception as exc:  # KafkaTimeoutError on metadata, closed producer, ...
+                pending.failed(index, exc)
+                continue
+            future.add_callback(pending.ok, index)
+            future.add_errback(pending.failed, index)
+
+    # -- health ------------------------------------------------------------------------
+    def connected(self) -> bool:
+        return self._producer is not None and self._health.healthy()
+
+    def _probe_loop(self) -> None:
+        """Refresh metadata every second: the broker answered recently, or we are not ready."""
+        producer = self._producer
+        assert producer is not None
+        while not self._stop.wait(1.0):
+            try:
+                future = producer._metadata.request_update()
+                producer._sender.wakeup()
+                done = threading.Event()
+                future.add_both(lambda _value, event=done: event.set())
+                done.wait(2.0)
+                if future.is_done and future.succeeded():
+                    self._health.mark_ok()
+                else:
+                    self._health.mark_failed()
+            except Exception:  # pragma: no cover - defensive
+                self._health.mark_failed()
+
+
+class _Health:
+    """Broker reachability: the last metadata probe or publish decides."""
+
+    def __init__(self) -> None:
+        self._ok = False
+        self.changed = time.monotonic()
+
+    def mark_ok(self) -> None:
+        if not self._ok:
+            self.changed = time.monotonic()
+        self._ok = True
+
+    def mark_failed(self) -> None:
+        if self._ok:
+            self.changed = time.monotonic()
+        self._ok = False
+
+    def healthy(self) -> bool:
+        return self._ok
+
+
+def assert_idempotent(producer: KafkaProducer) -> None:
+    """Refuse a producer that silently fell back to non-idempotent, or without acks=all."""
+    config = producer.config
+    manager = getattr(producer, "_transaction_manager", None)
+    if not config.get("enable_idempotence") or manager is None or config.get("acks") != -1:
+        raise HandshakeError(
+            "the Kafka producer is not idempotent with acks=all (broker too old or conflicting "
+            "settings); refusing to start"
+        )
+
+
+def wait_for_producer_id(producer: KafkaProducer, timeout: float) -> None:
+    """Wait until the broker assigned a producer id (proof the idempotent protocol is live)."""
+    manager = producer._transaction_manager
+    deadline = time.monotonic() + timeout
+    while not manager.has_producer_id():
+        if time.monotonic() > deadline:
+            raise HandshakeError("the broker did not assign an idempotent producer id in time")
+        producer._sender.wakeup()
+        time.sleep(0.05)
+
+
+class MemoryPublisher:
+    """A publisher without Kafka, for unit tests: records what it was given.
+
+    ``fail`` makes every publish time out (as if the broker never acknowledged); ``delay``
+    simulates the acknowledgement latency.
+    """
+
+    def __init__(self, *, fail: bool = False, delay: float = 0.0) -> None:
+        self.records: list[Record] = []
+        self.fail = fail
+        self.delay = delay
+        self.is_connected = True
+
+    async def publish(self, records: Sequence[Record], ack_timeout: float) -> list[Outcome]:
+        if self.fail:
+            await asyncio.sleep(ack_timeout)
+            return [Outcome(False, error=f"not acknowledged within {ack_timeout:g}s") for _ in records]
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        start = len(self.records)
+        self.records.extend(records)
+        return [Outcome(True, partition=0, offset=start + i) for i in range(len(records))]
+
+    def connected(self) -> bool:
+        return self.is_connected and not self.fail
+
+    def start(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,31 @@
+"""Ingest configuration, read from ``HANDSHAKE_*`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from handshake.settings import KafkaSettings
+
+
+class IngestSettings(KafkaSettings):
+    """Everything ingest needs; the Kafka part is shared with the other services."""
+
+    host: str = Field("127.0.0.1", description="address the HTTP server binds to")
+    port: int = Field(8001, ge=1, le=65535, description="HTTP port of ingest")
+    ack_timeout_s: float = Field(
+        5.0, gt=0, description="longest wait for the broker's acknowledgement before answering 503"
+    )
+    retry_after_s: int = Field(2, ge=1, description="Retry-After sent with 503 answers")
+    max_batch_records: int = Field(1000, ge=1, description="most records in one batch request")
+    max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="largest accepted request body")
+    max_json_depth: int = Field(32, ge=4, description="deepest accepted JSON nesting")
+    default_rate_per_second: float = Field(
+        50.0, gt=0, description="rate for partners whose record carries none"
+    )
+    burst_seconds: float = Field(
+        2.0, gt=0, description="a partner may burst rate_per_second x burst_seconds events at once"
+    )
+    linger_ms: int = Field(2, ge=0, le=100, description="producer linger (batching window)")
+    compression_type: str | None = Field(None, description="producer compression: gzip, lz4, zstd or none")
+    create_topics: bool = Field(True, description="declare the topics at start-up (refuse wrong policies)")
+    view_poll_ms: int = Field(100, ge=10, le=1000, description="poll timeout of the partner/event followers")
