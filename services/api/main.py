@@ -1,0 +1,33 @@
+"""Entry point of ``handshake serve api``: the composition root with the real Kafka source."""
+
+from __future__ import annotations
+
+import uvicorn
+from fastapi import FastAPI
+
+from handshake.logs import setup_logging
+from handshake.topics import ensure_or_fail
+from services.api.app import create_app
+from services.api.consumer import KafkaSnapshotSource
+from services.api.settings import ApiSettings
+
+
+def build(settings: ApiSettings | None = None) -> FastAPI:
+    """The production app: the live view fed by the pair-stats topic."""
+    settings = settings or ApiSettings()
+    return create_app(settings, source=KafkaSnapshotSource(settings))
+
+
+def serve() -> None:
+    settings = ApiSettings()
+    setup_logging("api", settings.log_level)
+    ensure_or_fail(settings.kafka_bootstrap, settings.topic_specs(), settings.replication_factor)
+    config = uvicorn.Config(
+        build(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=3,
+    )
+    uvicorn.Server(config).run()
