@@ -54,7 +54,7 @@ bench: setup ## run every benchmark and rewrite the table in bench/README.md
 	$(BIN)/python -m bench.run_all
 
 faults: setup ## run the long reliability scenarios and print their table
-	HANDSHAKE_FAULTS_LONG=1 $(BIN)/pytest -q tests/faults
+	HANDSHAKE_FAULTS_LONG=1 $(BIN)/pytest -q -p no:cacheprovider tests/faults tests/security; $(BIN)/python -m tests.faults.table faults-long.json
 
 kafka-start: setup ## start the native broker on 127.0.0.1:9092
 	$(BIN)/handshake kafka start --data-dir $(DATA)/kafka
