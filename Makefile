@@ -51,7 +51,7 @@ schemas: setup ## regenerate schemas/json and schemas/asyncapi.yaml from the mod
 	$(BIN)/python -m schemas.generate
 
 bench: setup ## run every benchmark and rewrite the table in bench/README.md
-	$(BIN)/python -m bench.run_all
+	$(BIN)/python bench/run_all.py
 
 faults: setup ## run the long reliability scenarios and print their table
 	HANDSHAKE_FAULTS_LONG=1 $(BIN)/pytest -q -p no:cacheprovider tests/faults tests/security; $(BIN)/python -m tests.faults.table faults-long.json

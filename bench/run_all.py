@@ -1,0 +1,142 @@
+"""`make bench`: run every benchmark (each measures its own baseline in the same run) and rewrite
+the results table in bench/README.md."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+README = ROOT / "bench" / "README.md"
+BENCHES = ["bench_ingest", "bench_aggregator", "bench_api", "bench_latency"]
+START, END = "<!-- results -->", "<!-- end results -->"
+
+
+def _get(doc: dict[str, Any], path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(doc, dict) or part not in doc:
+            return None
+        doc = doc[part]
+    return doc
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _ratio(a: Any, b: Any) -> str:
+    try:
+        return f"{float(a) / float(b):.2f}x"
+    except (TypeError, ValueError, ZeroDivisionError):
+        return "—"
+
+
+#: (benchmark, what, result path, baseline label, baseline path, target)
+ROWS: list[tuple[str, str, str, str, str, str]] = [
+    (
+        "ingest",
+        "batch endpoint, records/s",
+        "batch.records_per_s",
+        "raw kafka-python producer",
+        "raw_producer.records_per_s",
+        "≥ 0.50x raw",
+    ),
+    (
+        "ingest",
+        "single POST, requests/s",
+        "single_post.requests_per_s",
+        "ingest /healthz",
+        "single_post.healthz_requests_per_s",
+        "≥ 1,500/s",
+    ),
+    ("ingest", "single POST p99, ms", "single_post.p99_ms", "", "", "≤ 100 ms"),
+    (
+        "aggregator",
+        "events/s (one worker, 2 delegations)",
+        "aggregator_events_per_s",
+        "raw aiokafka consume+decode",
+        "raw_consume_decode_events_per_s",
+        "≥ 10,000/s and ≥ 0.50x raw",
+    ),
+    (
+        "aggregator",
+        "restart with history to ready, s",
+        "restart_to_ready_seconds",
+        "",
+        "",
+        "≤ 60 s at 1M events",
+    ),
+    ("aggregator", "worker peak RSS, MiB", "worker_peak_rss_mib", "", "", "—"),
+    (
+        "api",
+        "/v1/pairs?limit=20 p99 at 50k pairs, ms",
+        "http.pairs_limit20.p99_ms",
+        "/healthz p99",
+        "http.healthz_baseline.p99_ms",
+        "≤ 10 ms",
+    ),
+    ("api", "1,000 SSE clients, delivery p99, ms", "sse.delay.p99_ms", "", "", "≤ 1,000 ms"),
+    ("api", "RSS at 50k pairs, MB", "rss_mb.after_loading_view", "", "", "—"),
+    ("latency", "202 → SSE update p50, ms", "latency.p50_ms", "", "", "≤ 100 ms"),
+    ("latency", "202 → SSE update p99, ms", "latency.p99_ms", "", "", "≤ 500 ms"),
+]
+
+
+def render() -> str:
+    loaded = {
+        name: json.loads((RESULTS / f"{name}.json").read_text())
+        for name in ("ingest", "aggregator", "api", "latency")
+        if (RESULTS / f"{name}.json").exists()
+    }
+    lines = [
+        "| benchmark | measure | result | baseline (same run) | baseline value | ratio | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for bench, what, path, base_label, base_path, target in ROWS:
+        doc = loaded.get(bench, {})
+        value = _get(doc, path)
+        base = _get(doc, base_path) if base_path else None
+        lines.append(
+            f"| {bench} | {what} | {_fmt(value)} | {base_label or '—'} | {_fmt(base)} | "
+            f"{_ratio(value, base) if base_path else '—'} | {target} |"
+        )
+    return "\n".join(lines)
+
+
+def write_readme() -> None:
+    text = README.read_text()
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    README.write_text(f"{head}{START}\n{render()}\n{END}{tail}")
+
+
+def main(argv: list[str]) -> int:
+    only = argv[1:] or BENCHES
+    failed = []
+    for name in only:
+        script = ROOT / "bench" / f"{name}.py"
+        if not script.exists():
+            continue
+        print(f"==> {name}", flush=True)
+        if subprocess.run([sys.executable, str(script)], cwd=ROOT, check=False).returncode != 0:
+            failed.append(name)
+    write_readme()
+    print(render())
+    if failed:
+        print(f"failed: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
