@@ -108,7 +108,9 @@ class Platform:
 
     # -- helpers ---------------------------------------------------------------------------
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        """Progress for the person at the terminal; never lets a closed terminal stop a clean shutdown."""
+        with contextlib.suppress(OSError, ValueError):
+            print(text, file=self.out, flush=True)
 
     def _env(self) -> dict[str, str]:
         return {
@@ -304,7 +306,7 @@ def up(cfg: PlatformConfig) -> None:
         platform.stop()
 
 
-def down(data_dir: Path, timeout: float = 60.0) -> bool:
+def down(data_dir: Path, timeout: float = 150.0) -> bool:
     """Stop a platform started by `up` from ``data_dir``; returns whether anything ran."""
     data_dir = data_dir.resolve()
     lock = data_dir / "up.json"
@@ -318,12 +320,19 @@ def down(data_dir: Path, timeout: float = 60.0) -> bool:
             deadline = time.monotonic() + timeout
             while pid_alive(supervisor) and time.monotonic() < deadline:
                 time.sleep(0.2)
-        # the supervisor is gone: make sure its children are too
-        for pid in info.get("children", {}).values():
-            if pid_alive(int(pid)):
-                found = True
+        # the supervisor is gone: make sure its children are too (SIGTERM, then SIGKILL), before Kafka
+        children = [int(pid) for pid in info.get("children", {}).values() if pid_alive(int(pid))]
+        for pid in children:
+            found = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while any(pid_alive(p) for p in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in children:
+            if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(int(pid), signal.SIGTERM)
+                    os.killpg(pid, signal.SIGKILL)
         lock.unlink(missing_ok=True)
     cluster = Cluster(data_dir / "kafka")
     if cluster.running():

@@ -5,12 +5,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 
 import uvicorn
 
+from handshake.settings import KafkaSettings
 from schemas.records import PairStats
 
 
@@ -130,3 +132,20 @@ class EventReader:
                 if e.event == event:
                     out.append(e)
         return out
+
+
+@contextmanager
+def running_api(kafka_settings: KafkaSettings, **overrides: Any) -> Iterator[str]:
+    """The production api (real Kafka snapshot source) in a uvicorn thread, once /readyz says ready."""
+    import httpx
+
+    from services.api.main import build
+    from services.api.settings import ApiSettings
+
+    settings = ApiSettings(**{**kafka_settings.model_dump(), **overrides})
+    with ServerThread(build(settings)) as url:
+        deadline = time.monotonic() + 30
+        while httpx.get(url + "/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "api not ready"
+            time.sleep(0.05)
+        yield url

@@ -31,6 +31,7 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from handshake.http import Problem, RequestMetrics, install_problem_handlers, problem_responses
 from schemas.events import (
@@ -415,6 +416,45 @@ def _install_openapi(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+# --- connection hygiene -------------------------------------------------------------------
+
+
+class CloseUnreadBody:
+    """Answers sent before the request body was read whole (401, 413, 415, 429 ...) close the connection.
+
+    Otherwise the server, having answered, keeps reading and discarding the rest of the
+    upload to reuse the connection: a client could stream an endless chunked body (even
+    with no valid key) and hold the connection and bandwidth for as long as it likes.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or ())
+        body_read = (
+            b"transfer-encoding" not in headers and headers.get(b"content-length", b"0").strip() == b"0"
+        )
+
+        async def receive_tracked() -> Message:
+            nonlocal body_read
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                body_read = True
+            return message
+
+        async def send_closing(message: Message) -> None:
+            if message["type"] == "http.response.start" and not body_read:
+                kept = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"]
+                message = {**message, "headers": [*kept, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive_tracked, send_closing)
+
+
 # --- the app ------------------------------------------------------------------------------
 
 bearer = HTTPBearer(auto_error=False, description="the partner API key: hsk_{partner_id}_{secret}")
@@ -474,6 +514,7 @@ def create_app(
     app.state.registry = registry
     install_problem_handlers(app)
     RequestMetrics(registry, "ingest").install(app)
+    app.add_middleware(CloseUnreadBody)
     _install_openapi(app)
 
     async def authenticate(

@@ -97,10 +97,24 @@ class KafkaPublisher:
         self._health = _Health()
         self._stop = threading.Event()
         self._probe: threading.Thread | None = None
+        # self-healing: an idempotent producer whose batches expired during an outage can stay
+        # wedged (sequence gap) after the broker is back; it is replaced when that is seen
+        self._lock = threading.Lock()
+        self._outstanding = 0
+        self._last_ack = time.monotonic()
+        self._expired = False
+        self._reachable_since: float | None = None
+        self.replacements = 0
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         """Create the producer, and refuse to run unless idempotence is really in force."""
+        self._producer = self._new_producer()
+        self._health.mark_ok()
+        self._probe = threading.Thread(target=self._probe_loop, name="ingest-producer-probe", daemon=True)
+        self._probe.start()
+
+    def _new_producer(self) -> KafkaProducer:
         ack_ms = int(self.settings.ack_timeout_s * 1000)
         config: dict[str, Any] = {
             "bootstrap_servers": self.settings.kafka_bootstrap,
@@ -127,10 +141,7 @@ class KafkaPublisher:
         except BaseException:
             producer.close(timeout=2)
             raise
-        self._producer = producer
-        self._health.mark_ok()
-        self._probe = threading.Thread(target=self._probe_loop, name="ingest-producer-probe", daemon=True)
-        self._probe.start()
+        return producer
 
     def close(self) -> None:
         self._stop.set()
@@ -170,8 +181,53 @@ class KafkaPublisher:
             except Exception as exc:  # KafkaTimeoutError on metadata, closed producer, ...
                 pending.failed(index, exc)
                 continue
+            with self._lock:
+                self._outstanding += 1
+            generation = self.replacements
+            future.add_callback(self._acked, generation)
+            future.add_errback(self._failed, generation)
             future.add_callback(pending.ok, index)
             future.add_errback(pending.failed, index)
+
+    def _acked(self, generation: int, _metadata: Any) -> None:
+        with self._lock:
+            if generation == self.replacements:
+                self._outstanding -= 1
+                self._last_ack = time.monotonic()
+
+    def _failed(self, generation: int, _exc: BaseException) -> None:
+        with self._lock:
+            if generation == self.replacements:  # not the old producer's records failing on close
+                self._outstanding -= 1
+                self._expired = True  # expired or refused: the idempotent sequence may have a gap
+
+    def _wedged(self) -> bool:
+        """The broker answers metadata, yet nothing was acknowledged for a while, or batches expired."""
+        now = time.monotonic()
+        grace = 2 * self.settings.ack_timeout_s
+        with self._lock:
+            if self._reachable_since is None or now - self._reachable_since < grace:
+                return False  # the broker just came back: give retried batches their chance
+            stalled = self._outstanding > 0 and now - self._last_ack > grace
+            return stalled or self._expired
+
+    def _replace_producer(self) -> None:
+        """Swap in a new producer (new producer id, fresh sequences); unacknowledged records of the
+        old one were answered 503 and are resent by partners with the same event id."""
+        try:
+            fresh = self._new_producer()
+        except Exception as exc:
+            log.warning("could not replace the Kafka producer yet", extra={"error": str(exc)})
+            return
+        with self._lock:
+            old, self._producer = self._producer, fresh
+            self._outstanding = 0
+            self._expired = False
+            self._last_ack = time.monotonic()
+            self.replacements += 1
+        log.warning("replaced a wedged Kafka producer", extra={"replacements": self.replacements})
+        if old is not None:
+            threading.Thread(target=lambda: old.close(timeout=0), daemon=True).start()
 
     # -- health ------------------------------------------------------------------------
     def connected(self) -> bool:
@@ -179,9 +235,9 @@ class KafkaPublisher:
 
     def _probe_loop(self) -> None:
         """Refresh metadata every second: the broker answered recently, or we are not ready."""
-        producer = self._producer
-        assert producer is not None
         while not self._stop.wait(1.0):
+            producer = self._producer
+            assert producer is not None
             try:
                 future = producer._metadata.request_update()
                 producer._sender.wakeup()
@@ -189,8 +245,15 @@ class KafkaPublisher:
                 future.add_both(lambda _value, event=done: event.set())
                 done.wait(2.0)
                 if future.is_done and future.succeeded():
-                    self._health.mark_ok()
+                    if self._reachable_since is None:
+                        self._reachable_since = time.monotonic()
+                    if self._wedged():
+                        self._health.mark_failed()
+                        self._replace_producer()
+                    else:
+                        self._health.mark_ok()
                 else:
+                    self._reachable_since = None
                     self._health.mark_failed()
             except Exception:  # pragma: no cover - defensive
                 self._health.mark_failed()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -14,22 +13,9 @@ import pytest
 
 from handshake.settings import KafkaSettings
 from schemas.records import encode_pair_stats
-from services.api.main import build
-from services.api.settings import ApiSettings
-from services.api.testing import EventReader, ServerThread, make_stats
+from services.api.testing import EventReader, make_stats, running_api
 
 pytestmark = pytest.mark.integration
-
-
-@contextmanager
-def running_api(kafka_settings: KafkaSettings) -> Iterator[str]:
-    settings = ApiSettings(**kafka_settings.model_dump())
-    with ServerThread(build(settings)) as url:
-        deadline = time.monotonic() + 30
-        while httpx.get(url + "/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "api not ready"
-            time.sleep(0.05)
-        yield url
 
 
 @pytest.fixture

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from typer.testing import CliRunner
@@ -19,9 +16,8 @@ from handshake.broker import temporary_cluster
 from handshake.settings import KafkaSettings
 from handshake.topics import ensure_topics
 from schemas.records import decode_event
-from services.ingest.app import create_app
 from services.ingest.partners import create_partner, read_partners
-from services.ingest.settings import IngestSettings
+from services.ingest.testing import ingest_settings, records_of, running_ingest
 
 pytestmark = pytest.mark.integration
 
@@ -33,39 +29,6 @@ EVENT: dict[str, Any] = {
     "delegations": [{"country": "DE", "participants": 4}],
     "starts_on": "2025-03-14",
 }
-
-
-def ingest_settings(kafka: KafkaSettings, **overrides: Any) -> IngestSettings:
-    return IngestSettings(**{**kafka.model_dump(), "view_poll_ms": 50, **overrides})
-
-
-@contextlib.asynccontextmanager
-async def running_ingest(
-    settings: IngestSettings, key: str | None = None
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app with real adapters, lifespan run, once /readyz says ready."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://ingest", headers=headers
-        ) as client:
-            deadline = time.monotonic() + 30
-            while (await client.get("/readyz")).status_code != 200:
-                assert time.monotonic() < deadline, (await client.get("/readyz")).text
-                await asyncio.sleep(0.05)
-            yield client
-
-
-def records_of(consumer_factory: Any, topic: str, expected: int, timeout_ms: int = 5000) -> list[Any]:
-    consumer = consumer_factory(topic, consumer_timeout_ms=timeout_ms)
-    out = []
-    for record in consumer:
-        out.append(record)
-        if len(out) >= expected:
-            break
-    return out
 
 
 async def test_accepted_push_is_on_the_topic_with_key_and_cloudevents_headers(

@@ -1,0 +1,182 @@
+"""Aggregator throughput: raw consume+decode baseline vs one faust worker, restart time, RSS.
+
+    python bench/bench_aggregator.py [N]      (default 200000 events, two delegations each)
+
+Uses HANDSHAKE_KAFKA_BOOTSTRAP when set, else a temporary native broker. Prints JSON and writes
+bench/results/aggregator.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from handshake.broker import free_port, temporary_cluster  # noqa: E402
+from handshake.settings import KafkaSettings  # noqa: E402
+from handshake.topics import ensure_topics  # noqa: E402
+from schemas.records import decode_event, encode_event  # noqa: E402
+from services.aggregator.main import topic_specs  # noqa: E402
+from services.aggregator.settings import AggregatorSettings  # noqa: E402
+from services.aggregator.testing import WorkerProcess, random_event, worker_env  # noqa: E402
+
+
+def produce(bootstrap: str, topic: str, n: int) -> float:
+    from kafka import KafkaProducer
+
+    rng = random.Random(1)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=256 * 1024)
+    began = time.perf_counter()
+    countries = [
+        "US", "CN", "FR", "DE", "JP", "BR", "IN", "KE", "MX", "NG", "GB", "IT", "ES", "CA", "AU", "ZA",
+        "EG", "AR", "KR", "TR", "SE", "NO", "PL", "UA", "VN", "TH", "ID", "PH", "PE", "CL",
+    ]  # fmt: skip
+    for i in range(n):
+        event = random_event(rng, f"partner-{i % 50}", f"ev-{i}", countries=countries, delegations=2)
+        key, value, headers = encode_event(event)
+        producer.send(topic, key=key, value=value, headers=headers)
+    producer.flush()
+    producer.close()
+    return time.perf_counter() - began
+
+
+async def raw_consume(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    seen = 0
+    began = time.perf_counter()
+    cpu0 = time.process_time()
+    try:
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for records in batch.values():
+                for r in records:
+                    decode_event(r.key, r.value, r.headers)
+                    seen += 1
+    finally:
+        await consumer.stop()
+    return time.perf_counter() - began, time.process_time() - cpu0
+
+
+def metric(worker: WorkerProcess, name: str) -> float:
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{worker.web_port}/metrics", timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith(name + "_created"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (the box may be shared: wall-clock rates mislead)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    """Peak RSS (VmHWM) of a process and its children, in MiB."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    kafka = KafkaSettings(
+        kafka_bootstrap=bootstrap,
+        events_topic=f"bench{tag}.events",
+        partners_topic=f"bench{tag}.partners",
+        pair_stats_topic=f"bench{tag}.pair-stats",
+        dead_letter_topic=f"bench{tag}.dead-letter",
+    )
+    app_id = f"bench-agg-{tag}"
+    ensure_topics(bootstrap, topic_specs(AggregatorSettings(**kafka.model_dump(), app_id=app_id)))
+    produce_s = produce(bootstrap, kafka.events_topic, n)
+    raw_s, raw_cpu = asyncio.run(raw_consume(bootstrap, kafka.events_topic, n))
+
+    port = free_port()
+    env = worker_env(kafka, app_id=app_id, data_dir=work / "w", web_port=port, log_level="WARNING")
+    worker = WorkerProcess(env, port, work / "worker.log").start()
+    began = time.perf_counter()
+    startup_s = worker.wait_ready(120)
+    while metric(worker, "handshake_aggregator_events_total") < n:
+        time.sleep(0.05)
+        if time.perf_counter() - began > 1800:
+            raise TimeoutError("worker did not finish")
+    agg_s = time.perf_counter() - began
+    agg_cpu = cpu_seconds(worker.proc.pid)
+    # the whole pipeline: stage 2 has read every partial stage 1 published
+    while metric(worker, "handshake_aggregator_partials_consumed_total") < metric(
+        worker, "handshake_aggregator_partials_published_total"
+    ):
+        time.sleep(0.05)
+    pipeline_s = time.perf_counter() - began
+    pipeline_cpu = cpu_seconds(worker.proc.pid)
+    peak = rss_mb(worker.proc.pid)
+    worker.stop()
+
+    worker = WorkerProcess(env, port, work / "worker2.log").start()
+    restart_s = worker.wait_ready(300)
+    worker.stop()
+    return {
+        "events": n,
+        "produce_events_per_s": round(n / produce_s),
+        "raw_consume_decode_events_per_s": round(n / raw_s),
+        "aggregator_events_per_s": round(n / agg_s),
+        "aggregator_seconds_from_start": round(agg_s, 2),
+        "aggregator_startup_seconds": round(startup_s, 2),
+        "aggregator_events_per_s_after_ready": round(n / (agg_s - startup_s)),
+        "pipeline_seconds_to_all_snapshots": round(pipeline_s, 2),
+        "pipeline_events_per_s": round(n / pipeline_s),
+        "ratio_to_raw": round((n / agg_s) / (n / raw_s), 3),
+        "raw_events_per_cpu_s": round(n / raw_cpu),
+        "aggregator_events_per_cpu_s": round(n / agg_cpu),
+        "pipeline_events_per_cpu_s": round(n / pipeline_cpu),
+        "cpu_ratio_to_raw": round(raw_cpu / agg_cpu, 3),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        "restart_to_ready_seconds": round(restart_s, 2),
+        "worker_peak_rss_mib": round(peak, 1),
+        "cpus": os.cpu_count(),
+    }
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        bootstrap = os.environ.get("HANDSHAKE_KAFKA_BOOTSTRAP")
+        if bootstrap:
+            result = run(bootstrap, n, work)
+        else:
+            with temporary_cluster(work / "kafka") as cluster:
+                result = run(cluster.bootstrap, n, work)
+    print(json.dumps(result, indent=2))
+    out = ROOT / "bench" / "results" / "aggregator.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,325 @@
+"""The faust app: two thin agents around the pure functions of :mod:`services.aggregator.domain`.
+
+Stage 1 reads the events topic in batches, keeps event states and per-partition partials in the
+``state`` table and publishes each touched partial to ``{app_id}-pair-partials`` (keyed by pair).
+Stage 2 reads that topic, keeps ``pair -> {partition: partial}`` in the ``pairs`` table and
+publishes every changed pair's merged snapshot to the pair-stats topic. Both await their sends
+before the batch is acknowledged, so a committed offset always has its output on Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import faust
+import orjson
+from faust.streams import _current_event
+from faust.types import EventT
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from schemas.records import RecordError, decode_event, encode_dead_letter, encode_pair_stats
+from services.aggregator import domain
+from services.aggregator.metrics import Metrics
+from services.aggregator.settings import AggregatorSettings
+
+log = logging.getLogger("services.aggregator")
+
+
+@contextlib.contextmanager
+def as_current(event: EventT) -> Iterator[None]:
+    """Make ``event`` faust's current event: table writes go to its partition's store and changelog."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def _broker_urls(bootstrap: str) -> list[str]:
+    return [f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()]
+
+
+@dataclass
+class Aggregator:
+    """The wired app: faust app, topics, tables, metrics (built by :func:`create_app`)."""
+
+    settings: AggregatorSettings
+    app: faust.App
+    metrics: Metrics
+    events_topic: Any
+    partials_topic: Any
+    pair_stats_topic: Any
+    dead_letter_topic: Any
+    state: Any
+    pairs: Any
+
+    def is_ready(self) -> tuple[bool, dict[str, Any]]:
+        app = self.app
+        detail: dict[str, Any] = {}
+        try:
+            recovery = cast(Any, app.tables).recovery
+            detail["recovered"] = recovery.completed.is_set() and not app.in_recovery
+            detail["rebalancing"] = bool(app.rebalancing)
+            assignment = app.consumer.assignment() if app.consumer.state == "running" else set()
+            detail["assigned"] = sorted(
+                tp.partition for tp in assignment if tp.topic == self.events_topic.get_topic_name()
+            )
+            detail["consumer_running"] = app.consumer.state == "running"
+        except Exception as exc:  # not started yet
+            return False, {"error": f"{type(exc).__name__}: {exc}"}
+        ready = (
+            detail["recovered"]
+            and not detail["rebalancing"]
+            and detail["consumer_running"]
+            and bool(detail["assigned"])
+        )
+        return ready, detail
+
+    def update_gauges(self) -> None:
+        ready, _ = self.is_ready()
+        self.metrics.recovered.set(1 if ready else 0)
+        with contextlib.suppress(Exception):
+            self.metrics.recovery_remaining.set(cast(Any, self.app.tables).recovery.active_remaining_total())
+        with contextlib.suppress(Exception):
+            consumer = self.app.consumer
+            name = self.events_topic.get_topic_name()
+            for tp in consumer.assignment():
+                if tp.topic != name:
+                    continue
+                highwater = consumer.highwater(tp)
+                position = self._positions.get(tp.partition)
+                if highwater is not None and position is not None:
+                    self.metrics.lag.labels(str(tp.partition)).set(max(0, highwater - position))
+
+    def __post_init__(self) -> None:
+        self._positions: dict[int, int] = {}
+
+
+def _headers(headers: Any) -> list[tuple[str, bytes]]:
+    if not headers:
+        return []
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return [(str(k), v) for k, v in items]
+
+
+def _loads(raw: bytes | None) -> Any:
+    return None if raw is None else orjson.loads(raw)
+
+
+def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> Aggregator:
+    metrics = metrics or Metrics()
+    app = faust.App(
+        settings.app_id,
+        broker=_broker_urls(settings.kafka_bootstrap),
+        store=settings.store,
+        datadir=str(settings.data_dir / "faust"),
+        autodiscover=False,
+        processing_guarantee="at_least_once",  # the domain makes replays harmless
+        producer_acks=-1,
+        producer_linger=0.01,  # batch the many small changelog records into few requests
+        producer_max_batch_size=512 * 1024,
+        table_standby_replicas=settings.standby_replicas,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.replication_factor,
+        broker_commit_interval=settings.commit_interval,
+        broker_commit_every=10_000,
+        stream_wait_empty=True,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout / 5),
+        broker_rebalance_timeout=max(10.0, settings.session_timeout * 2),
+        web_enabled=True,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        consumer_auto_offset_reset="earliest",
+        table_key_index_size=100_000,
+        stream_buffer_maxsize=max(4096, settings.batch_size * 2),
+    )
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+    events_topic = app.topic(settings.events_topic, **raw)
+    partials_topic = app.topic(
+        settings.partials_topic, partitions=settings.topic_partitions, compacting=True, internal=True, **raw
+    )
+    pair_stats_topic = app.topic(settings.pair_stats_topic, **raw)
+    dead_letter_topic = app.topic(settings.dead_letter_topic, **raw)
+    table_options: dict[str, Any] = {  # bytes in and out: faust picks the raw codec
+        "key_type": bytes,
+        "value_type": bytes,
+        "recovery_buffer_size": 10_000,
+        "standby_buffer_size": 10_000,
+        "options": {"driver": "rocksdict"} if settings.store.startswith("rocksdb") else None,
+    }
+    state = app.Table("state", **table_options)
+    pairs = app.Table("pairs", **table_options)
+    agg = Aggregator(
+        settings=settings,
+        app=app,
+        metrics=metrics,
+        events_topic=events_topic,
+        partials_topic=partials_topic,
+        pair_stats_topic=pair_stats_topic,
+        dead_letter_topic=dead_letter_topic,
+        state=state,
+        pairs=pairs,
+    )
+
+    def raw_getter(table: Any) -> Any:
+        # one store lookup (Mapping.get would do two: __contains__, then __getitem__)
+        store = table.data
+        return getattr(store, "_get", None) or store.get
+
+    getters = {id(state): raw_getter(state), id(pairs): raw_getter(pairs)}
+
+    def table_get(table: Any, key: str) -> Any:
+        return _loads(getters[id(table)](key.encode()))
+
+    partials_name = settings.partials_topic
+
+    async def produce(topic: str, key: bytes | None, value: bytes) -> Any:
+        """Hand a record to the producer (no per-record faust Topic machinery); await the result."""
+        return await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
+
+    async def dead_letter(event: EventT, reason: str, error: str) -> None:
+        msg = event.message
+        key, value = encode_dead_letter(
+            source_topic=msg.topic,
+            source_partition=msg.partition,
+            source_offset=msg.offset,
+            key=msg.key,
+            value=msg.value,
+            headers=_headers(msg.headers),
+            reason=reason,
+            error=error,
+        )
+        await (await produce(settings.dead_letter_topic, key, value))
+        metrics.dead_letters.labels(reason).inc()
+        log.warning(
+            "dead-lettered record",
+            extra={"reason": reason, "error": error[:500], "partition": msg.partition, "offset": msg.offset},
+        )
+
+    async def stage1_batch(events: Sequence[EventT]) -> None:
+        started = time.perf_counter()
+        decoded: list[tuple[int, int, Any]] = []
+        sources: list[EventT] = []
+        by_partition: dict[int, EventT] = {}
+        for ev in events:
+            msg = ev.message
+            by_partition[msg.partition] = ev
+            try:
+                record = decode_event(msg.key, msg.value, _headers(msg.headers))
+            except RecordError as exc:
+                await dead_letter(ev, exc.reason, exc.message)
+                continue
+            decoded.append((msg.partition, msg.offset, record))
+            sources.append(ev)
+
+        def read(partition: int, key: str) -> Any:
+            with as_current(by_partition[partition]):
+                return table_get(state, key)
+
+        result = domain.process_batch(read, decoded)
+        for (_, _, record), ev, outcome in zip(decoded, sources, result.outcomes, strict=True):
+            if outcome.error is not None:
+                await dead_letter(ev, "processing_error", outcome.error)
+            else:
+                metrics.events.labels(record.kind.value, outcome.result).inc()
+        # coalesced writes, in order: every partial, then every event state
+        for partition, key, value in result.writes:
+            with as_current(by_partition[partition]):
+                state[key.encode()] = orjson.dumps(value)
+        touched = result.touched
+        sent = []
+        for (pair, partition), partial in touched.items():
+            body = {"pair": pair, "partition": partition, "updates": partial["updates"], "partial": partial}
+            sent.append(await produce(partials_name, pair.encode(), orjson.dumps(body)))
+        metrics.partials_published.inc(len(touched))
+        await app.producer.flush()
+        await asyncio.gather(*sent)  # raises if the broker did not acknowledge: the batch is not acked
+        for ev in events:
+            agg._positions[ev.message.partition] = ev.message.offset + 1
+        now = time.time()
+        for ev in events:
+            ts = ev.message.timestamp
+            if ts:
+                metrics.latency.observe(max(0.0, now - ts))
+        metrics.batch_seconds.labels("stage1").observe(time.perf_counter() - started)
+
+    @app.agent(events_topic, name=f"{settings.app_id}.stage1")
+    async def stage1(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.flush_interval):
+            await stage1_batch(events)
+
+    async def stage2_batch(events: Sequence[EventT]) -> None:
+        started = time.perf_counter()
+        latest: dict[str, domain.Partial | None] = {}  # stage-2 key -> partial, read or accepted
+        dirty: dict[str, EventT] = {}  # stage-2 keys to write, with an event of their partition
+        changed: dict[str, EventT] = {}  # pairs to republish
+        for ev in events:
+            try:
+                body = orjson.loads(ev.message.value or b"")
+                pair, partition, partial = body["pair"], int(body["partition"]), body["partial"]
+            except Exception as exc:  # our own topic: should never happen
+                log.error("unreadable partial", extra={"error": repr(exc), "offset": ev.message.offset})
+                continue
+            key = domain.stage2_key(pair, partition)
+            if key not in latest:
+                with as_current(ev):
+                    latest[key] = table_get(pairs, key)
+            if domain.accept_partial(latest[key], partial):
+                latest[key] = partial
+                dirty[key] = ev
+                changed[pair] = ev
+        for key, ev in dirty.items():
+            with as_current(ev):
+                pairs[key.encode()] = orjson.dumps(latest[key])
+        at = datetime.now(UTC)
+        sent = []
+        for pair, ev in changed.items():
+            parts: dict[str, domain.Partial] = {}
+            with as_current(ev):
+                for partition in range(settings.topic_partitions):
+                    key = domain.stage2_key(pair, partition)
+                    value = latest[key] if key in latest else table_get(pairs, key)
+                    if value is not None:
+                        parts[str(partition)] = value
+            key_bytes, value_bytes = encode_pair_stats(domain.merge_partials(pair, parts, updated_at=at))
+            sent.append(await produce(settings.pair_stats_topic, key_bytes, value_bytes))
+        metrics.snapshots_published.inc(len(changed))
+        metrics.partials_consumed.inc(len(events))
+        await app.producer.flush()
+        await asyncio.gather(*sent)
+        metrics.batch_seconds.labels("stage2").observe(time.perf_counter() - started)
+
+    @app.agent(partials_topic, name=f"{settings.app_id}.stage2")
+    async def stage2(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.flush_interval):
+            await stage2_batch(events)
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        ready, detail = agg.is_ready()
+        return web.json({"status": "ready" if ready else "not ready", **detail}, status=200 if ready else 503)
+
+    @app.page("/metrics")
+    async def metrics_view(web: Any, request: Any) -> Any:
+        agg.update_gauges()
+        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    return agg

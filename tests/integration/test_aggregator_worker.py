@@ -1,0 +1,184 @@
+"""The aggregator worker against a real broker: exact aggregates, dead letters, SIGKILLs, two workers."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from handshake.broker import free_port
+from handshake.settings import KafkaSettings
+from handshake.topics import ensure_topics
+from schemas.events import AcceptedEvent
+from schemas.records import decode_dead_letter, encode_event
+from services.aggregator.main import topic_specs
+from services.aggregator.settings import AggregatorSettings
+from services.aggregator.testing import WorkerProcess, event_stream, make_event, wait_for_truth, worker_env
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def spawn(
+    kafka_settings: KafkaSettings, unique: Callable[[str], str], tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """spawn(name, app_id=None) -> a started worker with its own web port and data dir."""
+    app_id = unique("agg")
+    made: list[WorkerProcess] = []
+    settings = AggregatorSettings(**kafka_settings.model_dump(), app_id=app_id)
+    ensure_topics(settings.kafka_bootstrap, topic_specs(settings))
+
+    def make(name: str = "w1", data_dir: Path | None = None) -> WorkerProcess:
+        port = free_port()
+        env = worker_env(
+            kafka_settings,
+            app_id=app_id,
+            data_dir=data_dir or tmp_path / name,
+            web_port=port,
+            session_timeout=6,
+            commit_interval=0.5,
+        )
+        worker = WorkerProcess(env, port, tmp_path / f"{name}.log").start()
+        made.append(worker)
+        return worker
+
+    yield make
+    for worker in made:
+        worker.kill()
+
+
+def produce(producer: Any, topic: str, events: list[AcceptedEvent]) -> None:
+    for event in events:
+        key, value, headers = encode_event(event)
+        producer.send(topic, key=key, value=value, headers=headers)
+    producer.flush(timeout=30)
+
+
+def scenario_events() -> list[AcceptedEvent]:
+    events = [
+        make_event("pa", "e1", host="US", delegations=[("CN", 10), ("FR", 4)]),
+        make_event("pa", "e2", host="FR", delegations=[("DE", 7)], kind="athletic"),
+        make_event("pb", "e1", host="US", delegations=[("CN", 3)], status="announced"),
+        make_event("pb", "e2", host="JP", delegations=[("SUHH", None)]),
+        make_event("pa", "e1", revision=2, host="US", delegations=[("CN", 12)]),  # correction
+        make_event("pa", "e2", revision=2, host="BR", delegations=[("KE", 1)]),  # country change
+        make_event("pb", "e1", revision=2, host="US", delegations=[("CN", 3)], status="cancelled"),
+        make_event("pb", "e2"),  # stale (revision 1 again, other content: conflict)
+    ]
+    events.append(events[4])  # duplicate
+    events.append(make_event("pa", "e1", revision=1, host="DE", delegations=[("NG", 9)]))  # stale
+    events.extend(event_stream(random.Random(7), 300, partners=4))
+    return events
+
+
+def test_aggregates_equal_ground_truth_and_poison_pills_are_dead_lettered(
+    kafka_settings: KafkaSettings, spawn: Callable[..., WorkerProcess], producer_factory, consumer_factory
+) -> None:
+    producer = producer_factory()
+    events = scenario_events()
+    produce(producer, kafka_settings.events_topic, events[:150])
+    ce = [("ce_type", b"org.handshake.exchange.v1"), ("ce_specversion", b"1.0")]
+    pills = [
+        (b"pa/bad1", b"{not json", ce),
+        (b"pa/bad2", orjson.dumps({"event_id": "bad2", "kind": "nope"}), ce),
+        (b"pa/bad3", b"{}", [("ce_type", b"org.example.other"), ("ce_specversion", b"1.0")]),
+    ]
+    metas = [
+        producer.send(kafka_settings.events_topic, key=k, value=v, headers=h).get(timeout=10)
+        for k, v, h in pills
+    ]
+    produce(producer, kafka_settings.events_topic, events[150:])
+
+    worker = spawn()
+    worker.wait_ready(90)
+    assert httpx.get(f"http://127.0.0.1:{worker.web_port}/healthz").json() == {"status": "ok"}
+    assert wait_for_truth(kafka_settings.kafka_bootstrap, kafka_settings.pair_stats_topic, events, 60) == {}
+
+    letters = [decode_dead_letter(r.value) for r in consumer_factory(kafka_settings.dead_letter_topic)]
+    by_key = {(letter.source_partition, letter.source_offset): letter for letter in letters}
+    assert len(letters) == 3
+    for meta, reason in zip(metas, ("invalid_json", "schema_invalid", "unknown_type"), strict=True):
+        letter = by_key[(meta.partition, meta.offset)]
+        assert letter.reason == reason and letter.source_topic == kafka_settings.events_topic
+
+    metrics = httpx.get(f"http://127.0.0.1:{worker.web_port}/metrics").text
+    assert 'handshake_aggregator_dead_letters_total{reason="invalid_json"} 1.0' in metrics
+    assert "handshake_aggregator_recovered 1.0" in metrics
+    assert 'result="duplicate"' in metrics and "handshake_aggregator_consumer_lag{" in metrics
+
+
+class Feeder(threading.Thread):
+    """Produces events continuously until stopped; remembers every acknowledged event."""
+
+    def __init__(self, producer: Any, topic: str, seed: int, rate: float = 400.0) -> None:
+        super().__init__(daemon=True)
+        self.producer, self.topic, self.rate = producer, topic, rate
+        self.stream = event_stream(random.Random(seed), 10**9, partners=6)
+        self.sent: list[AcceptedEvent] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            chunk = [next(self.stream) for _ in range(20)]
+            produce(self.producer, self.topic, chunk)
+            self.sent.extend(chunk)
+            time.sleep(20 / self.rate)
+
+
+def test_sigkill_three_times_loses_and_duplicates_nothing(
+    kafka_settings: KafkaSettings, spawn: Callable[..., WorkerProcess], producer_factory, tmp_path: Path
+) -> None:
+    rng = random.Random(11)
+    feeder = Feeder(producer_factory(), kafka_settings.events_topic, seed=3)
+    feeder.start()
+    data_dir = tmp_path / "w"
+    worker = spawn("w1", data_dir)
+    try:
+        worker.wait_ready(90)
+        time.sleep(rng.uniform(1.0, 3.0))
+        worker.kill()  # 1: while processing
+        worker = spawn("w2", data_dir)
+        time.sleep(rng.uniform(0.5, 2.0))
+        worker.kill()  # 2: right after restart, during start-up/recovery
+        shutil.rmtree(data_dir / "faust", ignore_errors=True)  # 3rd start: rebuild from the changelog
+        worker = spawn("w3", data_dir)
+        worker.wait_ready(90)
+        time.sleep(rng.uniform(1.0, 3.0))
+        worker.kill()  # 3: while processing again
+        worker = spawn("w4", data_dir)
+        worker.wait_ready(90)
+        time.sleep(1.0)
+    finally:
+        feeder.halt.set()
+        feeder.join(30)
+    assert len(feeder.sent) > 500
+    diff = wait_for_truth(kafka_settings.kafka_bootstrap, kafka_settings.pair_stats_topic, feeder.sent, 90)
+    assert diff == {}, f"{len(diff)} pairs differ, e.g. {next(iter(diff.items()))}"
+
+
+def test_second_worker_takes_over_after_sigkill(
+    kafka_settings: KafkaSettings, spawn: Callable[..., WorkerProcess], producer_factory
+) -> None:
+    feeder = Feeder(producer_factory(), kafka_settings.events_topic, seed=5)
+    feeder.start()
+    first, second = spawn("a"), spawn("b")
+    try:
+        first.wait_ready(90)
+        second.wait_ready(90)
+        time.sleep(2.0)
+        first.kill()
+        time.sleep(2.0)
+    finally:
+        feeder.halt.set()
+        feeder.join(30)
+    diff = wait_for_truth(kafka_settings.kafka_bootstrap, kafka_settings.pair_stats_topic, feeder.sent, 90)
+    assert diff == {}, f"{len(diff)} pairs differ, e.g. {next(iter(diff.items()))}"
+    assert second.ready() or second.proc.poll() is None

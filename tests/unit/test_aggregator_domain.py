@@ -1,0 +1,245 @@
+"""Pure aggregation: contributions, corrections, replays, and a crash-replay state machine."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from schemas.events import AcceptedEvent
+from schemas.pairs import event_checksum
+from schemas.records import checksum_hex
+from services.aggregator import domain
+from services.aggregator.testing import make_event
+
+
+def run(records: list[tuple[int, int, AcceptedEvent]], store: dict[str, Any] | None = None) -> dict[str, Any]:
+    store = {} if store is None else store
+    result = domain.process_batch(lambda _p, k: store.get(k), records)
+    for _, key, value in result.writes:
+        store[key] = value
+    return store
+
+
+def merged(store: dict[str, Any]) -> dict[str, Any]:
+    grouped: dict[str, dict[str, Any]] = {}
+    for key, value in store.items():
+        if key.startswith("p:"):
+            pair, partition = key[2:].rsplit(":", 1)
+            grouped.setdefault(pair, {})[partition] = value
+    return {pair: domain.merge_partials(pair, parts) for pair, parts in grouped.items()}
+
+
+def test_contribution_covers_host_and_third_country_pairs() -> None:
+    event = make_event(host="US", delegations=[("CN", 10), ("FR", None)])
+    contrib = domain.contribution(event)
+    assert contrib["pairs"] == [["CN-FR", "third_country", 10], ["CN-US", "CN>US", 10], ["FR-US", "FR>US", 0]]
+    assert contrib["checksum"] == event_checksum("partner-a", "e1")
+
+
+def test_new_event_then_correction_with_country_change() -> None:
+    first = make_event(host="US", delegations=[("CN", 10)], starts_on=date(2025, 4, 10), days=2)
+    store = run([(0, 0, first)])
+    stats = merged(store)["CN-US"]
+    assert (stats.active_events, stats.participants, stats.version) == (1, 10, 1)
+    assert stats.by_direction == {"CN>US": 1}
+    assert stats.by_month == {"2025-04": 1}
+    assert (stats.first_date, stats.last_date) == (date(2025, 4, 10), date(2025, 4, 10))
+    assert stats.checksum == checksum_hex(event_checksum("partner-a", "e1"))
+    second = make_event(revision=2, host="US", delegations=[("FR", 3)])
+    run([(0, 1, second)], store)
+    view = merged(store)
+    assert domain.is_empty(view["CN-US"]) and view["CN-US"].version == 2
+    assert view["CN-US"].first_date is None and view["CN-US"].checksum == "0" * 16
+    assert (view["FR-US"].active_events, view["FR-US"].participants) == (1, 3)
+
+
+def test_cancellation_leaves_active_counts() -> None:
+    store = run([(0, 0, make_event()), (0, 1, make_event(revision=2, status="cancelled"))])
+    stats = merged(store)["CN-US"]
+    assert (stats.active_events, stats.cancelled, stats.participants, stats.by_status) == (0, 1, 0, {})
+
+
+def test_duplicate_stale_and_conflict_change_nothing() -> None:
+    store = run([(0, 0, make_event(revision=2))])
+    before = dict(store)
+    for offset, event, result in (
+        (1, make_event(revision=2), "duplicate"),
+        (2, make_event(revision=1, delegations=[("FR", 1)]), "stale"),
+        (3, make_event(revision=2, title="other"), "conflict"),
+    ):
+        out = domain.process(lambda k: store.get(k), 0, offset, event)
+        assert out.result == result and out.writes == [] and out.touched == {"CN-US"}
+    assert store == before
+
+
+def test_replay_at_same_offset_is_harmless() -> None:
+    store = run([(0, 0, make_event()), (0, 1, make_event(revision=2, delegations=[("FR", 5)]))])
+    before = {k: v for k, v in store.items()}
+    run([(0, 1, make_event(revision=2, delegations=[("FR", 5)]))], store)
+    assert merged(store) and domain.differences(merged(before), merged(store)) == {}
+
+
+def test_recompute_uses_latest_revision_and_first_at_equal_revision() -> None:
+    events = [
+        make_event(revision=2, delegations=[("FR", 1)]),
+        make_event(revision=1, delegations=[("DE", 1)]),
+        make_event(revision=2, delegations=[("JP", 1)]),
+    ]
+    truth = domain.recompute(events)
+    assert set(truth) == {"FR-US"}
+
+
+def test_differences_ignores_empty_pairs() -> None:
+    store = run([(0, 0, make_event()), (0, 1, make_event(revision=2, delegations=[("FR", 1)]))])
+    truth = domain.recompute([make_event(revision=2, delegations=[("FR", 1)])])
+    assert domain.differences(truth, merged(store)) == {}
+    assert domain.differences(truth, {}) != {}
+
+
+def test_processing_error_is_reported_not_raised() -> None:
+    def broken(_p: int, key: str) -> Any:
+        return {"revision": "x"} if key.startswith("e:") else None
+
+    out = domain.process_batch(broken, [(0, 0, make_event(revision=2))])
+    assert out.outcomes[0].result == "error" and out.writes == []
+
+
+# --- the state machine ----------------------------------------------------------------
+
+COUNTRIES = ["US", "CN", "FR", "DE"]
+PARTITIONS = 3
+
+
+@st.composite
+def event_bodies(draw: st.DrawFn) -> dict[str, Any]:
+    host = draw(st.sampled_from(COUNTRIES))
+    others = [c for c in COUNTRIES if c != host]
+    visitors = draw(st.lists(st.sampled_from(others), min_size=1, max_size=3, unique=True))
+    return {
+        "host": host,
+        "delegations": [(c, draw(st.none() | st.integers(0, 50))) for c in visitors],
+        "status": draw(st.sampled_from(["announced", "confirmed", "completed", "cancelled"])),
+        "kind": draw(st.sampled_from(["athletic", "civic"])),
+        "starts_on": draw(st.sampled_from([date(2024, 1, 5), date(2024, 3, 1), date(2025, 7, 9)])),
+        "days": draw(st.integers(0, 3)),
+    }
+
+
+class Aggregation(RuleBasedStateMachine):
+    """Stage 1 + stage 2 under adds, corrections, duplicates, stale revisions, replays and crashes."""
+
+    @initialize()
+    def setup(self) -> None:
+        self.topic: list[tuple[int, int, AcceptedEvent]] = []  # (partition, offset, event)
+        self.offsets = [0] * PARTITIONS
+        self.processed = 0  # records of self.topic processed so far
+        self.log: list[tuple[int, str, Any]] = []  # changelog: (batch index, key, value)
+        self.batches: list[tuple[int, int]] = []  # record index range of each batch
+        self.store: dict[str, Any] = {}
+        self.published: list[tuple[str, int, Any]] = []  # internal topic
+        self.latest: dict[str, AcceptedEvent] = {}
+        self.committed = 0  # records before this index are committed
+        self.durable = 0  # changelog entries before this index are acknowledged
+
+    def _send(self, event: AcceptedEvent) -> None:
+        key = f"{event.partner_id}/{event.event_id}"
+        partition = sum(key.encode()) % PARTITIONS
+        self.topic.append((partition, self.offsets[partition], event))
+        self.offsets[partition] += 1
+        self.latest.setdefault(key, event)
+        if event.revision > self.latest[key].revision:
+            self.latest[key] = event
+
+    @rule(partner=st.sampled_from(["pa", "pb"]), n=st.integers(0, 5), body=event_bodies())
+    def send_new_or_any_revision(self, partner: str, n: int, body: dict[str, Any]) -> None:
+        key = f"{partner}/e{n}"
+        revision = self.latest[key].revision + 1 if key in self.latest else 1
+        self._send(make_event(partner, f"e{n}", revision=revision, **body))
+
+    @precondition(lambda self: bool(self.latest))
+    @rule(data=st.data(), body=event_bodies(), kind=st.sampled_from(["duplicate", "stale", "conflict"]))
+    def send_old(self, data: st.DataObject, body: dict[str, Any], kind: str) -> None:
+        current = data.draw(st.sampled_from(sorted(self.latest)))
+        event = self.latest[current]
+        if kind == "duplicate":
+            self._send(event)
+        elif kind == "conflict":
+            self._send(make_event(event.partner_id, event.event_id, revision=event.revision, **body))
+        elif event.revision > 1:
+            self._send(make_event(event.partner_id, event.event_id, revision=event.revision - 1, **body))
+
+    def _process(self, start: int, end: int) -> None:
+        batch = len(self.batches)
+        self.batches.append((start, end))
+        result = domain.process_batch(lambda _p, k: self.store.get(k), self.topic[start:end])
+        for _, key, value in result.writes:
+            self.store[key] = value
+            self.log.append((batch, key, value))
+        for (pair, partition), partial in result.touched.items():
+            self.published.append((pair, partition, partial))
+
+    @precondition(lambda self: self.processed < len(self.topic))
+    @rule(size=st.integers(1, 6))
+    def process(self, size: int) -> None:
+        end = min(len(self.topic), self.processed + size)
+        self._process(self.processed, end)
+        self.processed = end
+
+    @precondition(lambda self: self.processed > 0)
+    @rule(data=st.data())
+    def replay_one(self, data: st.DataObject) -> None:
+        """Redeliver an earlier record at its original offset (at-least-once)."""
+        index = data.draw(st.integers(0, self.processed - 1))
+        self._process(index, index + 1)
+
+    @rule()
+    def commit(self) -> None:
+        """faust flushes the producer, then commits: everything so far is durable."""
+        self.committed = self.processed
+        self.durable = len(self.log)
+
+    @rule(data=st.data())
+    def crash(self, data: st.DataObject) -> None:
+        """Lose the changelog after any prefix of the unflushed writes, reprocess from the commit."""
+        keep = data.draw(st.integers(self.durable, len(self.log)))
+        self.log = self.log[:keep]
+        self.store = {}
+        for _, key, value in self.log:
+            self.store[key] = value
+        position = self.committed
+        while position < self.processed:
+            end = min(self.processed, position + data.draw(st.integers(1, 6)))
+            self._process(position, end)
+            position = end
+
+    @invariant()
+    def incremental_equals_batch(self) -> None:
+        if self.processed < len(self.topic):
+            return
+        truth = domain.recompute([e for _, _, e in self.topic])
+        got = merged(self.store)
+        assert domain.differences(truth, got) == {}
+        # stage 2: newest-by-updates wins, regardless of replays of the internal topic
+        view: dict[str, dict[str, Any]] = {}
+        for pair, partition, partial in self.published:
+            stored = view.setdefault(pair, {})
+            if domain.accept_partial(stored.get(str(partition)), partial):
+                stored[str(partition)] = partial
+        stage2 = {pair: domain.merge_partials(pair, parts) for pair, parts in view.items()}
+        assert domain.differences(truth, stage2) == {}
+        for pair, stats in stage2.items():
+            assert stats.version == got[pair].version
+
+
+TestAggregation = Aggregation.TestCase
+TestAggregation.settings = settings(
+    max_examples=100,
+    stateful_step_count=30,
+    report_multiple_bugs=False,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
