@@ -241,3 +241,28 @@ def test_slugify() -> None:
     assert slugify_partner_id("Seattle Sister Cities!") == "seattle-sister-cities"
     assert slugify_partner_id("???") == "partner"
     assert len(slugify_partner_id("x" * 300)) <= 50
+
+
+def test_publisher_judges_a_wedged_producer_only_after_the_broker_is_back() -> None:
+    """After an outage, an idempotent producer whose batches expired is replaced (not before the
+    broker answers again, and not while retried batches may still be acknowledged)."""
+    import time as _time
+
+    from services.ingest.producer import KafkaPublisher
+    from services.ingest.settings import IngestSettings
+
+    publisher = KafkaPublisher(IngestSettings(ack_timeout_s=1.0))
+    publisher._failed(0, TimeoutError("expired"))
+    assert not publisher._wedged(), "broker not reachable yet: nothing to judge"
+    publisher._reachable_since = _time.monotonic()
+    assert not publisher._wedged(), "within the grace period retried batches get their chance"
+    publisher._reachable_since = _time.monotonic() - 5
+    assert publisher._wedged(), "expired batches leave a sequence gap: replace the producer"
+    publisher._expired = False
+    publisher._outstanding = 3
+    publisher._last_ack = _time.monotonic() - 5
+    assert publisher._wedged(), "records outstanding and no acknowledgement for long: stalled"
+    publisher._last_ack = _time.monotonic()
+    assert not publisher._wedged()
+    publisher._failed(7, TimeoutError("closing an old producer"))  # an older generation's failure
+    assert not publisher._expired
