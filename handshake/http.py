@@ -169,15 +169,19 @@ class RequestMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
 
-    def install(self, app: FastAPI) -> None:
-        """A pure ASGI middleware (cheaper than ``@app.middleware("http")``, and streaming-safe)."""
-        app.add_middleware(_MetricsMiddleware, metrics=self)
+    def install(self, app: FastAPI, untimed: frozenset[str] = frozenset()) -> None:
+        """A pure ASGI middleware (cheaper than ``@app.middleware("http")``, and streaming-safe).
+
+        Routes in ``untimed`` (long-lived streams) are counted but not put in the latency histogram.
+        """
+        app.add_middleware(_MetricsMiddleware, metrics=self, untimed=untimed)
 
 
 class _MetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: RequestMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: RequestMetrics, untimed: frozenset[str]) -> None:
         self.app = app
         self.metrics = metrics
+        self.untimed = untimed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -196,7 +200,10 @@ class _MetricsMiddleware:
             await self.app(scope, receive, _send)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
+            template = getattr(route, "path", None) or (
+                "/static" if scope["path"].startswith("/static/") else "unmatched"
+            )
             method = scope.get("method", "GET")
             self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
+            if template not in self.untimed:
+                self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)

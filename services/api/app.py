@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from handshake.http import RequestMetrics, install_problem_handlers
 from services.api.hub import StreamHub
 from services.api.live import Live, SnapshotSource
-from services.api.middleware import MetricsMiddleware, TokenAuth, is_public
+from services.api.middleware import TokenAuth, is_public
 from services.api.routes import STATIC, ops, v1
 from services.api.settings import ApiSettings
 
@@ -128,11 +128,7 @@ def create_app(
     app.include_router(ops)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(TokenAuth, tokens=tokens)
-    app.add_middleware(
-        MetricsMiddleware,
-        metrics=RequestMetrics(registry, "handshake_api"),
-        untimed=frozenset({"/v1/stream"}),
-    )
+    RequestMetrics(registry, "handshake_api").install(app, untimed=frozenset({"/v1/stream"}))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

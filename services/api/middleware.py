@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hmac
-import time
 from urllib.parse import parse_qs
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from handshake.http import Problem, RequestMetrics, problem_response
+from handshake.http import Problem, problem_response
 
 #: Paths that never need a token: liveness, and the dashboard shell and its static assets
 #: (they contain no data; the page asks for a token when the API answers 401).
@@ -65,37 +64,3 @@ class TokenAuth:
             Problem(401, detail, headers={"WWW-Authenticate": challenge}), scope["path"]
         )
         await response(scope, receive, send)
-
-
-class MetricsMiddleware:
-    """Requests by route template and status, latency (except the long-lived stream)."""
-
-    def __init__(self, app: ASGIApp, metrics: RequestMetrics, untimed: frozenset[str] = frozenset()) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.untimed = untimed
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def capture(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, capture)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or (
-                "/static" if scope["path"].startswith("/static/") else "unmatched"
-            )
-            method = scope.get("method", "GET")
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            if template not in self.untimed:
-                self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
