@@ -120,14 +120,20 @@ class Node:
 class Cluster:
     """The native broker (or three-node cluster) living in ``data_dir``."""
 
-    def __init__(self, data_dir: Path | str, port: int = 9092, brokers: int = 1) -> None:
-        if brokers not in (1, 3):
-            raise HandshakeError("--brokers must be 1 or 3")
+    def __init__(self, data_dir: Path | str, port: int | None = None, brokers: int | None = None) -> None:
+        """``port``/``brokers`` left out: those of the last start in ``data_dir`` (stop, status), else
+        9092 and 1. Given: they are used, also for a data dir that last ran on other ports."""
         self.data_dir = Path(data_dir).resolve()
         layout = self.data_dir / "layout"
-        if layout.exists():  # a running/started cluster keeps its ports
-            saved = layout.read_text().split()
-            port, brokers = int(saved[0]), int(saved[1])
+        saved = layout.read_text().split() if layout.exists() else []
+        port = port if port is not None else (int(saved[0]) if saved else 9092)
+        brokers = brokers if brokers is not None else (int(saved[1]) if saved else 1)
+        if brokers not in (1, 3):
+            raise HandshakeError("--brokers must be 1 or 3")
+        if saved and int(saved[1]) != brokers:
+            raise HandshakeError(
+                f"{self.data_dir} holds a {saved[1]}-node cluster; use another --data-dir for {brokers} node(s)"
+            )
         self.port = port
         self.brokers = brokers
         self.nodes = [
@@ -238,8 +244,15 @@ class Cluster:
     def start(self, timeout: float = 90.0, heap: str = DEFAULT_HEAP) -> float:
         """Format (first time) and start every node; return the seconds until all were ready."""
         began = time.monotonic()
-        if self.running() and len(self.running()) == len(self.nodes):
-            return 0.0
+        layout = self.data_dir / "layout"
+        if self.running():
+            saved = layout.read_text().split() if layout.exists() else [str(self.port)]
+            if int(saved[0]) != self.port:
+                raise HandshakeError(
+                    f"Kafka from {self.data_dir} already runs on port {saved[0]}; stop it first"
+                )
+            if len(self.running()) == len(self.nodes):
+                return 0.0
         for node in self.nodes:
             if node.pid() is not None:
                 continue

@@ -144,3 +144,28 @@ def test_missing_java_is_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("error: java not found on PATH")
     assert "Traceback" not in result.stderr
+
+
+def test_a_data_dir_restarts_on_other_ports_and_keeps_its_topics(tmp_path: Path) -> None:
+    data = tmp_path / "k"
+    first = Cluster(data, port=free_cluster_port())
+    first.start()
+    try:
+        ensure_topics(first.bootstrap, [TopicSpec("kept", 2, {"cleanup.policy": "compact"}, "", "")])
+        with pytest.raises(HandshakeError, match="already runs on port"):
+            Cluster(data, port=first.port + 1).start()
+    finally:
+        first.stop()
+    port = free_cluster_port()
+    while port == first.port:
+        port = free_cluster_port()
+    second = Cluster(data, port=port)
+    second.start()
+    try:
+        report = ensure_topics(
+            second.bootstrap, [TopicSpec("kept", 2, {"cleanup.policy": "compact"}, "", "")]
+        )
+        assert report.unchanged == ["kept"]
+        assert Cluster(data).port == second.port  # stop/status find the ports of the last start
+    finally:
+        second.stop()
