@@ -34,6 +34,7 @@ PARTNER_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 EVENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 MAX_DELEGATIONS = 64
 MAX_PARTICIPANTS = 100_000
+MAX_REVISION = 2**53 - 1  # JSON numbers stay exact in every language (and fit 64 bits)
 
 
 class Kind(StrEnum):
@@ -162,7 +163,7 @@ class ExchangeEvent(BaseModel):
     event_id: Annotated[str, StringConstraints(pattern=EVENT_ID_PATTERN)] = Field(
         description="the partner's own id; identity is (partner, event_id)"
     )
-    revision: Annotated[int, Field(strict=True, ge=1)] = Field(
+    revision: Annotated[int, Field(strict=True, ge=1, le=MAX_REVISION)] = Field(
         default=1, description="a correction carries a higher revision"
     )
     kind: Kind

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from handshake.http import Problem, RequestMetrics, install_problem_handlers, problem_responses
 from schemas.events import (
+    MAX_REVISION,
     AcceptedEvent,
     EventValidationError,
     ExchangeEvent,
@@ -620,6 +621,10 @@ def create_app(
                 svc.metrics.count(partner.partner_id, "duplicate", "already_cancelled")
                 return _json({"status": "duplicate", "key": key, "revision": entry.revision}, 202)
             stored = AcceptedEvent.model_validate_json(entry.value)
+            if stored.revision >= MAX_REVISION:
+                raise Problem(
+                    409, f"event {event_id!r} is at the highest revision {MAX_REVISION}; it cannot change"
+                )
             cancelled = stored.model_copy(
                 update={
                     "status": Status.cancelled,

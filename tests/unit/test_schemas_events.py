@@ -282,3 +282,26 @@ def test_parse_event_only_raises_event_validation_error(data: dict[str, object])
         parse_event(data)
     except EventValidationError as exc:
         assert all(isinstance(e, FieldError) for e in exc.errors)
+
+
+def test_revision_is_bounded_so_every_record_encodes() -> None:
+    """Found by the long fuzz run: an unbounded revision (2**70) was accepted, then could not be
+    encoded (orjson: integer exceeds 64 bits). Revisions stay exact JSON numbers everywhere."""
+    from schemas.events import MAX_REVISION, EventValidationError, parse_event
+
+    base = {
+        "event_id": "big",
+        "kind": "civic",
+        "title": "t",
+        "host_country": "FR",
+        "delegations": [{"country": "DE"}],
+        "starts_on": "2026-01-01",
+    }
+    assert parse_event({**base, "revision": MAX_REVISION}).revision == MAX_REVISION
+    for too_big in (MAX_REVISION + 1, 2**64, 2**70):
+        try:
+            parse_event({**base, "revision": too_big})
+        except EventValidationError as exc:
+            assert [e.pointer for e in exc.errors] == ["/revision"]
+        else:
+            raise AssertionError(f"revision {too_big} was accepted")
