@@ -4,7 +4,10 @@ Uses ``HANDSHAKE_KAFKA_BOOTSTRAP`` when set, else starts a temporary native brok
 as one uvicorn process (a subprocess, as in production). Both measurements use fresh topics,
 so runs never see each other's records. Prints one JSON line and writes bench/results/ingest.json.
 
-    .venv/bin/python bench/bench_ingest.py [--batches 20] [--requests 3000] [--concurrency 64]
+    .venv/bin/python bench/bench_ingest.py [--batches 40] [--seconds 10] [--connections 16,32,64]
+
+Single POSTs are sent by wrk (a C load generator; `make setup` installs it): a Python client
+on this 2-core machine measured itself (httpx managed 255 GET /healthz per second).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import os
-import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,6 +41,7 @@ from handshake.topics import ensure_topics  # noqa: E402
 from schemas.events import AcceptedEvent, parse_event  # noqa: E402
 from schemas.records import encode_event  # noqa: E402
 from services.ingest.partners import create_partner  # noqa: E402
+from services.ingest.settings import IngestSettings  # noqa: E402
 
 COUNTRIES = ["FR", "DE", "US", "CN", "JP", "BR", "IN", "ZA", "MX", "EG", "SE", "KE"]
 
@@ -163,8 +167,13 @@ def bench_raw_producer(settings: KafkaSettings, records: int) -> dict[str, Any]:
         )
         for i in range(records)
     ]
+    ingest = IngestSettings()  # the same producer configuration as ingest's
     producer = KafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=2
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=ingest.linger_ms,
+        batch_size=ingest.batch_bytes,
     )
     producer.partitions_for(settings.events_topic)
     started = time.perf_counter()
@@ -177,66 +186,122 @@ def bench_raw_producer(settings: KafkaSettings, records: int) -> dict[str, Any]:
     return {"records": records, "seconds": round(elapsed, 3), "records_per_s": round(records / elapsed)}
 
 
-async def bench_single(url: str, key: str, requests: int, concurrency: int) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {key}"}
-    bodies = [orjson.dumps(event(i, "single")) for i in range(requests)]
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    next_index = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+WRK_SCRIPT = r"""
+-- single-event POSTs, each with a fresh event_id; statuses counted per thread
+local threads = {}
+local countries = {"FR","DE","US","CN","JP","BR","IN","ZA","MX","EG","SE","KE"}
+function setup(thread)
+  thread:set("tid", tostring(#threads + 1))
+  table.insert(threads, thread)
+end
+function init(args)
+  counter = 0
+  statuses = {}
+  prefix = os.getenv("WRK_PREFIX") .. "-" .. tid
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["Authorization"] = "Bearer " .. os.getenv("WRK_KEY")
+end
+function request()
+  counter = counter + 1
+  local host = countries[(counter % 12) + 1]
+  local guest = countries[((counter + 5) % 12) + 1]
+  local body = string.format('{"event_id":"%s-%d","kind":"cultural","title":"Exchange number %d",'
+    .. '"host_country":"%s","delegations":[{"country":"%s","participants":%d}],'
+    .. '"starts_on":"2025-03-14","ends_on":"2025-03-16","status":"confirmed","city":"Lyon","tags":["bench"]}',
+    prefix, counter, counter, host, guest, 5 + counter % 20)
+  return wrk.format(nil, "/v1/events", nil, body)
+end
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+function done(summary, latency, requests)
+  local parts = {}
+  local merged = {}
+  for _, thread in ipairs(threads) do
+    for code, n in pairs(thread:get("statuses")) do merged[code] = (merged[code] or 0) + n end
+  end
+  for code, n in pairs(merged) do table.insert(parts, string.format('"%d":%d', code, n)) end
+  io.write(string.format('WRK {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,'
+    .. '"socket_errors":%d,"statuses":{%s}}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    table.concat(parts, ",")))
+end
+"""
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal next_index
-        while next_index < requests:
-            body = bodies[next_index]
-            next_index += 1
-            t = time.perf_counter()
-            resp = await client.post(
-                "/v1/events", content=body, headers={**headers, "Content-Type": "application/json"}
-            )
-            latencies.append(time.perf_counter() - t)
-            statuses[resp.status_code] = statuses.get(resp.status_code, 0) + 1
+HEALTHZ_SCRIPT = r"""
+function done(summary, latency, requests)
+  io.write(string.format('WRK {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99)))
+end
+"""
 
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-        # warm-up: connections and the producer
-        for i in range(20):
-            await client.post("/v1/events", json=event(i, "warmup"), headers=headers)
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    latencies.sort()
+
+def wrk(
+    url: str, script: str, connections: int, seconds: int, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run wrk (a C load generator: the client must not be the bottleneck on a 2-core box)."""
+    exe = shutil.which("wrk")
+    if exe is None:
+        raise SystemExit("bench_ingest needs wrk (make setup installs it; or: apt-get install wrk)")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    try:
+        out = subprocess.run(
+            [exe, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name, url],
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(f.name)
+    line = next(ln for ln in out.splitlines() if ln.startswith("WRK "))
+    data: dict[str, Any] = orjson.loads(line[4:])
+    seconds_run = data["duration_us"] / 1e6
     return {
-        "requests": requests,
-        "concurrency": concurrency,
-        "seconds": round(elapsed, 3),
-        "requests_per_s": round(requests / elapsed),
-        "p50_ms": round(statistics.median(latencies) * 1000, 2),
-        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
-        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "requests": data["requests"],
+        "connections": connections,
+        "seconds": round(seconds_run, 2),
+        "requests_per_s": round(data["requests"] / seconds_run),
+        "p50_ms": round(data["p50_us"] / 1000, 2),
+        "p99_ms": round(data["p99_us"] / 1000, 2),
+        **({"statuses": data["statuses"]} if "statuses" in data else {}),
+        **({"socket_errors": data["socket_errors"]} if "socket_errors" in data else {}),
     }
 
 
-async def bench_healthz(url: str, requests: int, concurrency: int) -> int:
-    """GET /healthz requests/s with the same client: the HTTP floor of this machine, for context."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-        await client.get("/healthz")
+def bench_single(url: str, key: str, seconds: int, connections: list[int]) -> dict[str, Any]:
+    """Single-event POSTs at each connection count; the headline is the best run within p99 ≤ 100 ms
+    (else the fastest)."""
+    for i in range(20):  # warm-up: connections and the producer
+        httpx.post(url + "/v1/events", json=event(i, "warmup"), headers={"Authorization": f"Bearer {key}"})
+    runs = []
+    for n in connections:
+        env = {"WRK_KEY": key, "WRK_PREFIX": f"single{n}-{uuid.uuid4().hex[:6]}"}
+        runs.append(wrk(url, WRK_SCRIPT, n, seconds, env))
+    within = [r for r in runs if r["p99_ms"] <= 100]
+    best = max(within or runs, key=lambda r: r["requests_per_s"])
+    return {**best, "runs": runs}
 
-        async def worker() -> None:
-            for _ in range(requests // concurrency):
-                await client.get("/healthz")
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return round(requests / (time.perf_counter() - started))
+def bench_healthz(url: str, seconds: int, connections: int) -> dict[str, Any]:
+    """GET /healthz with the same client: this machine's HTTP floor for one ingest process."""
+    return wrk(url + "/healthz", HEALTHZ_SCRIPT, connections, seconds)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=20, help="batches of 1,000 records")
+    parser.add_argument("--batches", type=int, default=40, help="batches of 1,000 records")
     parser.add_argument("--batch-concurrency", type=int, default=2)
-    parser.add_argument("--requests", type=int, default=3000, help="single-event POSTs")
-    parser.add_argument("--concurrency", type=int, default=64, help="concurrent single-POST clients")
+    parser.add_argument("--seconds", type=int, default=10, help="length of each single-POST run")
+    parser.add_argument(
+        "--connections",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[16, 32, 64],
+        help="single-POST runs at these connection counts (comma-separated)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest.json")
     args = parser.parse_args()
 
@@ -254,8 +319,9 @@ def main() -> None:
         raw = bench_raw_producer(settings, args.batches * 1000)
         with ingest_process(settings, free_port()) as url:
             batch = asyncio.run(bench_batches(url, key, args.batches, args.batch_concurrency))
-            single = asyncio.run(bench_single(url, key, args.requests, args.concurrency))
-            single["healthz_requests_per_s"] = asyncio.run(bench_healthz(url, 2000, args.concurrency))
+            single = bench_single(url, key, args.seconds, args.connections)
+            healthz = bench_healthz(url, min(args.seconds, 5), max(args.connections))
+            single["healthz_requests_per_s"] = healthz["requests_per_s"]
     result = {
         "bench": "ingest",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -370,6 +370,10 @@ def content_hash(event: ExchangeEvent) -> str:
     Canonical: normalised values (codes, defaults filled in, whitespace stripped), delegations
     sorted by country, keys sorted, compact.
     """
-    data = partner_fields(event)
-    data["delegations"] = sorted(data["delegations"], key=lambda d: d["country"])
+    return fields_hash(partner_fields(event))
+
+
+def fields_hash(fields: dict[str, Any]) -> str:
+    """:func:`content_hash` of an event's :func:`partner_fields` (``fields`` is not modified)."""
+    data = {**fields, "delegations": sorted(fields["delegations"], key=lambda d: d["country"])}
     return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()

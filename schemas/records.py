@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Annotated
@@ -18,7 +19,16 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.events import PARTNER_ID_PATTERN, AcceptedEvent, Delegation, UtcDatetime, field_errors
+from schemas.events import (
+    PARTNER_ID_PATTERN,
+    AcceptedEvent,
+    Delegation,
+    ExchangeEvent,
+    UtcDatetime,
+    field_errors,
+    fields_hash,
+    partner_fields,
+)
 
 CE_TYPE_EVENT = "org.handshake.exchange.v1"
 CE_SPECVERSION = "1.0"
@@ -43,6 +53,7 @@ def event_key(partner_id: str, event_id: str) -> str:
     return f"{partner_id}/{event_id}"
 
 
+@functools.lru_cache(maxsize=64)  # a batch's records share one received_at
 def _rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -51,15 +62,43 @@ def encode_event(event: AcceptedEvent) -> tuple[bytes, bytes, Headers]:
     """(key, value, headers) of an accepted event, CloudEvents 1.0 binary mode."""
     key = event_key(event.partner_id, event.event_id)
     value = orjson.dumps(event.model_dump(mode="json"))
-    headers: Headers = [
-        ("ce_specversion", CE_SPECVERSION.encode()),
-        ("ce_id", f"{key}/{event.revision}".encode()),
-        ("ce_source", f"/partners/{event.partner_id}".encode()),
-        ("ce_type", CE_TYPE_EVENT.encode()),
-        ("ce_time", _rfc3339(event.received_at).encode()),
-        ("content-type", CONTENT_TYPE.encode()),
+    return (
+        key.encode(),
+        value,
+        _event_headers(key, event.revision, event.partner_id, _rfc3339(event.received_at)),
+    )
+
+
+def encode_accepted(
+    event: ExchangeEvent, partner_id: str, received_at: datetime
+) -> tuple[tuple[bytes, bytes, Headers], str]:
+    """The record of ``event`` accepted from ``partner_id``, and the event's content hash.
+
+    Exactly ``encode_event(AcceptedEvent(**event, partner_id=..., received_at=...))`` and
+    ``content_hash(event)``, from one serialisation of the event (ingest's hot path).
+    """
+    fields = event.model_dump(mode="json") if type(event) is ExchangeEvent else partner_fields(event)
+    digest = fields_hash(fields)
+    key = event_key(partner_id, event.event_id)
+    time = _rfc3339(received_at)
+    value = orjson.dumps({**fields, "partner_id": partner_id, "received_at": time})
+    return (key.encode(), value, _event_headers(key, event.revision, partner_id, time)), digest
+
+
+_SPECVERSION = ("ce_specversion", CE_SPECVERSION.encode())
+_TYPE = ("ce_type", CE_TYPE_EVENT.encode())
+_CONTENT_TYPE = ("content-type", CONTENT_TYPE.encode())
+
+
+def _event_headers(key: str, revision: int, partner_id: str, time: str) -> Headers:
+    return [
+        _SPECVERSION,
+        ("ce_id", f"{key}/{revision}".encode()),
+        ("ce_source", f"/partners/{partner_id}".encode()),
+        _TYPE,
+        ("ce_time", time.encode()),
+        _CONTENT_TYPE,
     ]
-    return key.encode(), value, headers
 
 
 def _header_map(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, bytes]:

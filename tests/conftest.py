@@ -31,6 +31,27 @@ def _docker_answers() -> bool:
         return False
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_random_for_aiokafka() -> Iterator[None]:
+    """aiokafka shuffles with the global ``random`` module on every fetch (ingest's follower runs
+    in the background of in-process tests); hypothesis reads any change of that global state
+    while it generates a case as a strategy using ``random`` and fails the test. Give aiokafka
+    its own generator."""
+    import random
+
+    import aiokafka.client
+    import aiokafka.conn
+    import aiokafka.consumer.fetcher
+
+    modules = (aiokafka.client, aiokafka.conn, aiokafka.consumer.fetcher)
+    saved = [m.random for m in modules]
+    for m in modules:
+        m.random = random.Random()
+    yield
+    for m, r in zip(modules, saved, strict=True):
+        m.random = r
+
+
 @pytest.fixture(scope="session")
 def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster | None]:
     """The native cluster when this session started one (fault tests need it), else None."""

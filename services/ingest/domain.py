@@ -110,7 +110,8 @@ def load_json(raw: bytes, max_depth: int) -> Any:
         if "utf-8" in text.lower() or "surrogate" in text.lower():
             raise BodyError(400, "the body is not valid UTF-8", "invalid_utf8") from None
         raise BodyError(400, f"malformed JSON: {text}", "invalid_json") from None
-    if json_depth_exceeds(data, max_depth):
+    # nesting needs an opening bracket per level: few brackets in the bytes, no walk needed
+    if raw.count(b"{") + raw.count(b"[") > max_depth and json_depth_exceeds(data, max_depth):
         raise BodyError(400, f"JSON nested deeper than {max_depth} levels", "json_too_deep")
     return data
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from handshake.logs import setup_logging
+from handshake.runtime import tune_gc
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
 
@@ -18,6 +19,7 @@ def run(settings: IngestSettings) -> None:
     """Run ingest with uvicorn until interrupted; Kafka adapters start in the app's lifespan."""
     setup_logging("ingest", settings.log_level)
     app = create_app(settings)
+    tune_gc()
     uvicorn.run(
         app,
         host=settings.host,

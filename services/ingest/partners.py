@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -106,51 +105,19 @@ def assign_all(consumer: KafkaConsumer, topic: str, timeout: float = 30.0) -> li
 
 
 class KafkaPartners(InMemoryPartners):
-    """Follows ``partners_topic`` in a thread; ready once it read up to the end seen at start."""
+    """The partners view fed by a :class:`~services.ingest.follower.TopicFollower` of ``partners_topic``.
 
-    def __init__(self, settings: KafkaSettings, poll_ms: int = 100) -> None:
+    Not ready until the follower has read up to the end of the topic seen at start.
+    """
+
+    def __init__(self) -> None:
         super().__init__()
-        self.settings = settings
-        self.poll_ms = poll_ms
         self._ready = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._consumer: KafkaConsumer | None = None
-        self.failed: BaseException | None = None
 
-    def start(self) -> None:
-        consumer = follower_consumer(self.settings, "handshake-ingest-partners")
-        tps = assign_all(consumer, self.settings.partners_topic)
-        targets = consumer.end_offsets(tps)
-        self._consumer = consumer
-        self._thread = threading.Thread(
-            target=self._run, args=(consumer, targets), name="ingest-partners", daemon=True
-        )
-        self._thread.start()
+    def set_ready(self, ready: bool) -> None:
+        self._ready = ready
 
-    def _run(self, consumer: KafkaConsumer, targets: dict[TopicPartition, int]) -> None:
-        try:
-            self._check_caught_up(consumer, targets)
-            while not self._stop.is_set():
-                batches = consumer.poll(timeout_ms=self.poll_ms)
-                for records in batches.values():
-                    for record in records:
-                        self._apply_raw(record.key, record.value)
-                if not self._ready:
-                    self._check_caught_up(consumer, targets)
-        except Exception as exc:  # pragma: no cover - reported through readiness
-            self.failed = exc
-            self._ready = False
-            log.exception("partners follower stopped")
-        finally:
-            with contextlib.suppress(Exception):
-                consumer.close()
-
-    def _check_caught_up(self, consumer: KafkaConsumer, targets: dict[TopicPartition, int]) -> None:
-        if all(consumer.position(tp) >= end for tp, end in targets.items()):
-            self._ready = True
-
-    def _apply_raw(self, key: bytes | None, value: bytes | None) -> None:
+    def apply_record(self, key: bytes | None, value: bytes | None, headers: object = None) -> None:
         if value is None:
             if key:
                 self.remove(key.decode("utf-8", "replace"))
@@ -159,11 +126,6 @@ class KafkaPartners(InMemoryPartners):
             self.apply(decode_partner(value))
         except RecordError as exc:
             log.warning("skipping unreadable partner record", extra={"error": exc.message})
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
 
 # --- administration (CLI, platform runner) --------------------------------------------

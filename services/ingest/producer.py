@@ -1,8 +1,9 @@
 """The publisher adapter: an idempotent acks=all kafka-python producer used from asyncio.
 
-kafka-python is blocking: ``send()`` may wait for metadata or buffer space, so sends run in a
-dedicated thread; acknowledgements come back through future callbacks and resolve one asyncio
-future per publish call.
+kafka-python's ``send()`` blocks only while the topic's metadata is unknown (then it runs in a
+dedicated thread); otherwise it just appends to the accumulator and is called on the event
+loop. Acknowledgements come back through future callbacks on the producer's network thread and
+resolve one asyncio future per publish call.
 """
 
 from __future__ import annotations
@@ -10,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
+from kafka.partitioner.default import DefaultPartitioner
 
 from handshake.errors import HandshakeError
 from services.ingest.settings import IngestSettings
@@ -53,13 +56,21 @@ class Publisher(Protocol):
 class _Pending:
     """Collects the callbacks of many kafka futures and wakes the event loop once."""
 
-    __slots__ = ("_lock", "done", "left", "loop", "outcomes")
+    __slots__ = ("_lock", "done", "generation", "left", "loop", "outcomes", "tracker")
 
-    def __init__(self, n: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        n: int,
+        loop: asyncio.AbstractEventLoop,
+        tracker: KafkaPublisher | None = None,
+        generation: int = 0,
+    ) -> None:
         self.outcomes: list[Outcome | None] = [None] * n
         self.left = n
         self._lock = threading.Lock()
         self.loop = loop
+        self.tracker = tracker  # told of every acknowledgement or failure (wedge detection)
+        self.generation = generation
         self.done: asyncio.Future[None] = loop.create_future()
         if n == 0:
             self.done.set_result(None)
@@ -80,10 +91,60 @@ class _Pending:
             self.done.set_result(None)
 
     def ok(self, index: int, metadata: Any) -> None:
+        if self.tracker is not None:
+            self.tracker._acked(self.generation)
         self._finish(index, Outcome(True, partition=metadata.partition, offset=metadata.offset))
 
     def failed(self, index: int, exc: BaseException) -> None:
+        if self.tracker is not None:
+            self.tracker._failed(self.generation)
         self._finish(index, Outcome(False, error=f"{type(exc).__name__}: {exc}"))
+
+
+def murmur2(data: bytes) -> int:
+    """The Java client's murmur2 (``Utils.murmur2``), as kafka-python's, about twice as fast."""
+    length = len(data)
+    m = 0x5BD1E995
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    words = length // 4
+    for k in struct.unpack_from(f"<{words}I", data):
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    extra = length & 3
+    tail = words * 4
+    if extra >= 3:
+        h ^= data[tail + 2] << 16
+    if extra >= 2:
+        h ^= data[tail + 1] << 8
+    if extra >= 1:
+        h ^= data[tail]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h
+
+
+class KeyPartitioner(DefaultPartitioner):
+    """DefaultPartitioner's choice for keyed records (murmur2 of the key, like the Java client),
+    so every producer puts a key on the same partition; cheaper per record (the default
+    rebuilds the sets of topics and of available partitions for every record)."""
+
+    def partition(
+        self,
+        topic: str,
+        key: Any,
+        serialized_key: bytes | None,
+        value: Any,
+        serialized_value: Any,
+        cluster: Any,
+    ) -> int:
+        partitions = cluster.partitions_for_topic(topic)
+        if serialized_key is None or not partitions:
+            return cast(int, super().partition(topic, key, serialized_key, value, serialized_value, cluster))
+        return sorted(partitions)[(murmur2(serialized_key) & 0x7FFFFFFF) % len(partitions)]
 
 
 class KafkaPublisher:
@@ -121,7 +182,9 @@ class KafkaPublisher:
             "client_id": "handshake-ingest",
             "acks": "all",
             "enable_idempotence": True,
+            "partitioner": KeyPartitioner(),
             "linger_ms": self.settings.linger_ms,
+            "batch_size": self.settings.batch_bytes,
             "max_block_ms": ack_ms,
             "request_timeout_ms": max(1000, ack_ms),
             "delivery_timeout_ms": max(30000, ack_ms * 4 + self.settings.linger_ms),
@@ -160,7 +223,12 @@ class KafkaPublisher:
             return [Outcome(False, error="producer not started") for _ in records]
         loop = asyncio.get_running_loop()
         pending = _Pending(len(records), loop)
-        self._executor.submit(self._send_all, records, pending)
+        if self._producer._metadata.partitions_for_topic(self.topic):
+            # send() only appends to the accumulator once the topic's metadata is known: no
+            # need for a thread hop (which costs a GIL handoff per request under load)
+            self._send_all(records, pending)
+        else:  # send() would block waiting for metadata (up to max_block_ms): not on the loop
+            self._executor.submit(self._send_all, records, pending)
         try:
             await asyncio.wait_for(asyncio.shield(pending.done), ack_timeout)
         except TimeoutError:
@@ -175,27 +243,27 @@ class KafkaPublisher:
     def _send_all(self, records: Sequence[Record], pending: _Pending) -> None:
         producer = self._producer
         assert producer is not None
+        with self._lock:
+            self._outstanding += len(records)
+            pending.tracker, pending.generation = self, self.replacements
         for index, (key, value, headers) in enumerate(records):
             try:
                 future = producer.send(self.topic, key=key, value=value, headers=headers)
             except Exception as exc:  # KafkaTimeoutError on metadata, closed producer, ...
-                pending.failed(index, exc)
+                with self._lock:
+                    self._outstanding -= 1  # never reached the accumulator: no sequence gap
+                pending._finish(index, Outcome(False, error=f"{type(exc).__name__}: {exc}"))
                 continue
-            with self._lock:
-                self._outstanding += 1
-            generation = self.replacements
-            future.add_callback(self._acked, generation)
-            future.add_errback(self._failed, generation)
             future.add_callback(pending.ok, index)
             future.add_errback(pending.failed, index)
 
-    def _acked(self, generation: int, _metadata: Any) -> None:
+    def _acked(self, generation: int) -> None:
         with self._lock:
             if generation == self.replacements:
                 self._outstanding -= 1
                 self._last_ack = time.monotonic()
 
-    def _failed(self, generation: int, _exc: BaseException) -> None:
+    def _failed(self, generation: int) -> None:
         with self._lock:
             if generation == self.replacements:  # not the old producer's records failing on close
                 self._outstanding -= 1

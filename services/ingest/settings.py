@@ -26,6 +26,14 @@ class IngestSettings(KafkaSettings):
         2.0, gt=0, description="a partner may burst rate_per_second x burst_seconds events at once"
     )
     linger_ms: int = Field(2, ge=0, le=100, description="producer linger (batching window)")
+    batch_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="producer batch size per partition (fewer, larger produce requests under load)",
+    )
     compression_type: str | None = Field(None, description="producer compression: gzip, lz4, zstd or none")
     create_topics: bool = Field(True, description="declare the topics at start-up (refuse wrong policies)")
-    view_poll_ms: int = Field(100, ge=10, le=1000, description="poll timeout of the partner/event followers")
+    view_poll_ms: int = Field(
+        100, ge=10, le=1000, description="longest wait of one fetch of the partners/events follower"
+    )

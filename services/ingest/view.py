@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Protocol
 
-from kafka import KafkaConsumer, TopicPartition
-
-from handshake.settings import KafkaSettings
 from schemas.events import content_hash
 from schemas.records import RecordError, decode_event
 from services.ingest.domain import ViewEntry
-from services.ingest.partners import assign_all, follower_consumer
 
 log = logging.getLogger(__name__)
 
@@ -71,55 +67,25 @@ def entry_from_record(value: bytes, key: bytes | None, headers: list[tuple[str, 
 
 
 class KafkaEventsView(InMemoryView):
-    """Follows every partition of the events topic in a thread, from the beginning.
+    """The view fed by a :class:`~services.ingest.follower.TopicFollower` of the events topic.
 
-    Ready once it has read up to the end offsets seen at start; afterwards it keeps applying
-    records written by anyone (other ingest instances, late acknowledgements).
+    Ready once the follower has read up to the end offsets seen at start; afterwards it keeps
+    applying records written by anyone (other ingest instances, late acknowledgements).
     """
 
-    def __init__(self, settings: KafkaSettings, poll_ms: int = 100) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.settings = settings
-        self.poll_ms = poll_ms
         self._ready = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.failed: BaseException | None = None
         self.skipped = 0
 
-    def start(self) -> None:
-        consumer = follower_consumer(self.settings, "handshake-ingest-events-view")
-        tps = assign_all(consumer, self.settings.events_topic)
-        targets = consumer.end_offsets(tps)
-        self._thread = threading.Thread(
-            target=self._run, args=(consumer, targets), name="ingest-events-view", daemon=True
-        )
-        self._thread.start()
+    def set_ready(self, ready: bool) -> None:
+        if ready and not self._ready:
+            log.info("events view caught up", extra={"keys": len(self)})
+        self._ready = ready
 
-    def _run(self, consumer: KafkaConsumer, targets: dict[TopicPartition, int]) -> None:
-        try:
-            self._check_caught_up(consumer, targets)
-            while not self._stop.is_set():
-                for records in consumer.poll(timeout_ms=self.poll_ms, max_records=5000).values():
-                    for record in records:
-                        self._apply(record.key, record.value, record.headers)
-                if not self._ready:
-                    self._check_caught_up(consumer, targets)
-        except Exception as exc:  # pragma: no cover - reported through readiness
-            self.failed = exc
-            self._ready = False
-            log.exception("events view follower stopped")
-        finally:
-            with contextlib.suppress(Exception):
-                consumer.close()
-
-    def _check_caught_up(self, consumer: KafkaConsumer, targets: dict[TopicPartition, int]) -> None:
-        if all(consumer.position(tp) >= end for tp, end in targets.items()):
-            if not self._ready:
-                log.info("events view caught up", extra={"keys": len(self)})
-            self._ready = True
-
-    def _apply(self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None) -> None:
+    def apply_record(
+        self, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None
+    ) -> None:
         if value is None:
             if key is not None:
                 self.remove(key.decode("utf-8", "replace"))
@@ -129,14 +95,9 @@ class KafkaEventsView(InMemoryView):
             if current is not None and current.value == value:
                 return  # our own write, already applied after its acknowledgement: skip decoding
         try:
-            entry = entry_from_record(value, key, headers)
+            entry = entry_from_record(value, key, list(headers) if headers else None)
         except RecordError:
             self.skipped += 1
             return
         assert key is not None  # decode_event checked it
         self.put(key.decode(), entry)
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)

@@ -252,7 +252,7 @@ def test_publisher_judges_a_wedged_producer_only_after_the_broker_is_back() -> N
     from services.ingest.settings import IngestSettings
 
     publisher = KafkaPublisher(IngestSettings(ack_timeout_s=1.0))
-    publisher._failed(0, TimeoutError("expired"))
+    publisher._failed(0)  # a batch expired
     assert not publisher._wedged(), "broker not reachable yet: nothing to judge"
     publisher._reachable_since = _time.monotonic()
     assert not publisher._wedged(), "within the grace period retried batches get their chance"
@@ -264,5 +264,5 @@ def test_publisher_judges_a_wedged_producer_only_after_the_broker_is_back() -> N
     assert publisher._wedged(), "records outstanding and no acknowledgement for long: stalled"
     publisher._last_ack = _time.monotonic()
     assert not publisher._wedged()
-    publisher._failed(7, TimeoutError("closing an old producer"))  # an older generation's failure
+    publisher._failed(7)  # closing an old producer: an older generation's failure
     assert not publisher._expired

@@ -40,3 +40,27 @@ def test_corpus_covers_the_interesting_cases() -> None:
     assert any(len(e.delegations) >= 3 for e in events)
     assert any(e.status == "cancelled" for e in events)
     assert any(e.revision >= 2 for e in events)
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+def test_encode_accepted_is_encode_event_and_content_hash(path: Path) -> None:
+    """Ingest's one-dump fast path writes byte-for-byte what encode_event writes."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from schemas.events import AcceptedEvent, ExchangeEvent, content_hash
+    from schemas.records import encode_accepted
+
+    record = json.loads(path.read_text())
+    value = record["value"]
+    partner_fields = {k: v for k, v in value.items() if k not in ("partner_id", "received_at")}
+    event = ExchangeEvent.model_validate(partner_fields)
+    for received_at in (
+        datetime(2025, 5, 1, 12, 30, 0, 123456, tzinfo=UTC),
+        datetime(2025, 5, 1, 14, 30, tzinfo=timezone(timedelta(hours=2))),
+    ):
+        reference = AcceptedEvent.model_validate(
+            {**event.model_dump(), "partner_id": value["partner_id"], "received_at": received_at}
+        )
+        fast, digest = encode_accepted(event, value["partner_id"], received_at)
+        assert fast == encode_event(reference)
+        assert digest == content_hash(event) == content_hash(reference)
