@@ -275,8 +275,11 @@ def wrk(
 def bench_single(url: str, key: str, seconds: int, connections: list[int]) -> dict[str, Any]:
     """Single-event POSTs at each connection count; the headline is the best run within p99 ≤ 100 ms
     (else the fastest)."""
-    for i in range(20):  # warm-up: connections and the producer
-        httpx.post(url + "/v1/events", json=event(i, "warmup"), headers={"Authorization": f"Bearer {key}"})
+    # warm-up, not recorded: connections, the producer, and the broker's JIT (a fresh broker
+    # answers produce requests several times slower in its first seconds)
+    wrk(
+        url, WRK_SCRIPT, max(connections), 5, {"WRK_KEY": key, "WRK_PREFIX": f"warmup-{uuid.uuid4().hex[:6]}"}
+    )
     runs = []
     for n in connections:
         env = {"WRK_KEY": key, "WRK_PREFIX": f"single{n}-{uuid.uuid4().hex[:6]}"}

@@ -155,7 +155,9 @@ class Cluster:
         path = self.data_dir / "cluster.id"
         if path.exists():
             return path.read_text().strip()
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cid = "-"
+        while cid.startswith("-"):  # as Kafka's Uuid.randomUuid: "-..." reads as an option
+            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(cid + "\n")
         return cid
@@ -292,7 +294,29 @@ class Cluster:
         deadline = began + timeout
         for node, proc, offset in procs:
             self._wait_started(node, proc, offset, deadline)
+        if procs and len(self.nodes) > 1:
+            self._wait_registered(deadline)
         return time.monotonic() - began
+
+    def _wait_registered(self, deadline: float) -> None:
+        """Every broker logs "started" before the others list it: a client bootstrapping then
+        saw 2 of 3 brokers and could not reach the controller (UnknownBrokerIdError)."""
+        from kafka.admin import KafkaAdminClient
+
+        seen = 0
+        while time.monotonic() < deadline:
+            try:
+                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+                try:
+                    seen = len(admin.describe_cluster()["brokers"])
+                finally:
+                    admin.close()
+            except Exception:  # not answering yet
+                seen = 0
+            if seen == len(self.nodes):
+                return
+            time.sleep(0.3)
+        raise HandshakeError(f"only {seen} of {len(self.nodes)} brokers registered in time")
 
     def _wait_started(self, node: Node, proc: subprocess.Popen[bytes], offset: int, deadline: float) -> None:
         while time.monotonic() < deadline:

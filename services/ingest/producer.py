@@ -56,7 +56,7 @@ class Publisher(Protocol):
 class _Pending:
     """Collects the callbacks of many kafka futures and wakes the event loop once."""
 
-    __slots__ = ("_lock", "done", "generation", "left", "loop", "outcomes", "tracker")
+    __slots__ = ("_lock", "done", "expired", "generation", "left", "loop", "outcomes", "tracker")
 
     def __init__(
         self,
@@ -71,6 +71,7 @@ class _Pending:
         self.loop = loop
         self.tracker = tracker  # told of every acknowledgement or failure (wedge detection)
         self.generation = generation
+        self.expired = False
         self.done: asyncio.Future[None] = loop.create_future()
         if n == 0:
             self.done.set_result(None)
@@ -88,6 +89,12 @@ class _Pending:
 
     def _resolve(self) -> None:
         if not self.done.done():
+            self.done.set_result(None)
+
+    def expire(self) -> None:
+        """The acknowledgement timeout: answer with what was acknowledged so far."""
+        if not self.done.done():
+            self.expired = True
             self.done.set_result(None)
 
     def ok(self, index: int, metadata: Any) -> None:
@@ -229,9 +236,12 @@ class KafkaPublisher:
             self._send_all(records, pending)
         else:  # send() would block waiting for metadata (up to max_block_ms): not on the loop
             self._executor.submit(self._send_all, records, pending)
+        timer = loop.call_later(ack_timeout, pending.expire)  # cheaper than wait_for + shield
         try:
-            await asyncio.wait_for(asyncio.shield(pending.done), ack_timeout)
-        except TimeoutError:
+            await pending.done
+        finally:
+            timer.cancel()
+        if pending.expired:
             self._health.mark_failed()
         outcomes = [
             o or Outcome(False, error=f"not acknowledged within {ack_timeout:g}s") for o in pending.outcomes

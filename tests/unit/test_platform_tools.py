@@ -74,3 +74,18 @@ def test_batches_respect_record_limit() -> None:
     lines = [b"{}"] * (BATCH_RECORDS * 2 + 5)
     sizes = [len(b) for b in batches(iter(lines))]
     assert sizes == [BATCH_RECORDS, BATCH_RECORDS, 5]
+
+
+def test_cluster_id_never_starts_with_a_dash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kafka-storage reads a cluster id starting with "-" as an option (a CI run hit one):
+    like Kafka's Uuid.randomUuid, such ids are drawn again."""
+    import uuid
+
+    from handshake.broker import Cluster
+
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + b"\x00" * 15), uuid.UUID(bytes=b"\x10" * 16)])
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(drawn))
+    cid = Cluster(tmp_path / "kafka").cluster_id()
+    assert not cid.startswith("-")
+    assert cid == "EBAQEBAQEBAQEBAQEBAQEA"
+    assert Cluster(tmp_path / "kafka").cluster_id() == cid  # kept in the data dir
