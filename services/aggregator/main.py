@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 from handshake.logs import setup_logging
-from handshake.runtime import tune_gc
 from handshake.topics import ensure_or_fail
 from schemas.topics import TopicSpec
 from services.aggregator.settings import AggregatorSettings
@@ -81,7 +80,6 @@ def serve(settings: AggregatorSettings | None = None) -> None:
         redirect_stdouts=False,
         override_logging=False,
     )
-    tune_gc()
     clean = False
     try:
         worker.execute_from_commandline()

@@ -6,7 +6,6 @@ import uvicorn
 from fastapi import FastAPI
 
 from handshake.logs import setup_logging
-from handshake.runtime import tune_gc
 from handshake.topics import ensure_or_fail
 from services.api.app import create_app
 from services.api.consumer import KafkaSnapshotSource
@@ -31,5 +30,4 @@ def serve() -> None:
         access_log=False,
         timeout_graceful_shutdown=3,
     )
-    tune_gc()
     uvicorn.Server(config).run()

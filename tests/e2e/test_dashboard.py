@@ -103,7 +103,7 @@ def test_dashboard_ranks_filters_and_updates_live(api: tuple[str, Any], output_d
 
         # keyboard: focus a row, Enter opens the detail panel
         page.click("#f-clear")
-        expect(rows).to_have_count(len(SEED) + 1)
+        expect(rows).to_have_count(len(SEED) + 1, timeout=15000)  # a loaded CI box was slow once
         row = page.locator('#pairs-body tr[data-pair="DE-FR"]')
         row.focus()
         page.keyboard.press("Enter")

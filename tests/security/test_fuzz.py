@@ -22,13 +22,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import hypothesis
-import orjson
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import strategies as st
 from schemathesis.python import asgi
 
+import tests.ndjson  # noqa: F401  (registers the NDJSON serializer)
 from handshake.settings import KafkaSettings
 from schemas.events import AcceptedEvent, EventValidationError, FieldError, parse_event
 from schemas.records import RecordError, decode_event, encode_event, encode_pair_stats
@@ -49,15 +49,6 @@ CHECKS = [
     schemathesis.checks.response_schema_conformance,
     schemathesis.checks.content_type_conformance,
 ]
-
-
-@schemathesis.serializer("application/x-ndjson")
-def _ndjson(ctx: Any, value: Any) -> bytes:
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogatepass")
-    if isinstance(value, list):
-        return b"\n".join(orjson.dumps(v) for v in value)
-    return orjson.dumps(value)
 
 
 def _settings(examples: int) -> hypothesis.settings:

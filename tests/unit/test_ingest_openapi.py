@@ -9,26 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+import tests.ndjson  # noqa: F401  (registers the NDJSON serializer)
 from services.ingest.app import create_app
 from services.ingest.partners import InMemoryPartners
 from services.ingest.producer import MemoryPublisher
 from services.ingest.settings import IngestSettings
 from services.ingest.view import InMemoryView
 from tests.unit.test_ingest_app import partner
-
-
-@schemathesis.serializer("application/x-ndjson")
-def _ndjson(ctx: Any, value: Any) -> bytes:
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogatepass")
-    if isinstance(value, list):
-        return b"\n".join(orjson.dumps(v) for v in value)
-    return orjson.dumps(value)
-
 
 RECORD, KEY = partner("schema-check", rate=1_000_000)
 APP = create_app(
