@@ -77,7 +77,7 @@ def encode_accepted(
     Exactly ``encode_event(AcceptedEvent(**event, partner_id=..., received_at=...))`` and
     ``content_hash(event)``, from one serialisation of the event (ingest's hot path).
     """
-    fields = event.model_dump(mode="json") if type(event) is ExchangeEvent else partner_fields(event)
+    fields = partner_fields(event)
     digest = fields_hash(fields)
     key = event_key(partner_id, event.event_id)
     time = _rfc3339(received_at)

@@ -56,7 +56,6 @@ class TopicFollower:
         self.timeout_s = timeout_s
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
-        self.failures = 0
 
     async def start(self) -> None:
         """Connect and assign every partition (fails clearly when a topic does not exist)."""
@@ -108,7 +107,6 @@ class TopicFollower:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # reported through readiness; then read everything again
-                self.failures += 1
                 for sink in self.topics.values():
                     sink.set_ready(False)
                 log.exception("topic follower failed; reconnecting", extra={"error": repr(exc)})

@@ -58,19 +58,15 @@ class _Pending:
 
     __slots__ = ("_lock", "done", "expired", "generation", "left", "loop", "outcomes", "tracker")
 
-    def __init__(
-        self,
-        n: int,
-        loop: asyncio.AbstractEventLoop,
-        tracker: KafkaPublisher | None = None,
-        generation: int = 0,
-    ) -> None:
+    def __init__(self, n: int, loop: asyncio.AbstractEventLoop) -> None:
         self.outcomes: list[Outcome | None] = [None] * n
         self.left = n
         self._lock = threading.Lock()
         self.loop = loop
-        self.tracker = tracker  # told of every acknowledgement or failure (wedge detection)
-        self.generation = generation
+        # the publisher told of every acknowledgement or failure (wedge detection), and the
+        # producer generation the records went to; set when they are sent
+        self.tracker: KafkaPublisher | None = None
+        self.generation = 0
         self.expired = False
         self.done: asyncio.Future[None] = loop.create_future()
         if n == 0:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -30,22 +29,19 @@ class InMemoryView:
     """Key -> latest entry; a lower revision never replaces a higher one."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, ViewEntry] = {}
-        self._lock = threading.Lock()
+        self._entries: dict[str, ViewEntry] = {}  # touched on the event loop only
         self._ready = True
 
     def get(self, key: str) -> ViewEntry | None:
         return self._entries.get(key)
 
     def put(self, key: str, entry: ViewEntry) -> None:
-        with self._lock:
-            current = self._entries.get(key)
-            if current is None or current.revision <= entry.revision:
-                self._entries[key] = entry
+        current = self._entries.get(key)
+        if current is None or current.revision <= entry.revision:
+            self._entries[key] = entry
 
     def remove(self, key: str) -> None:
-        with self._lock:
-            self._entries.pop(key, None)
+        self._entries.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -60,7 +56,9 @@ class InMemoryView:
         return None
 
 
-def entry_from_record(value: bytes, key: bytes | None, headers: list[tuple[str, bytes]] | None) -> ViewEntry:
+def entry_from_record(
+    value: bytes, key: bytes | None, headers: Sequence[tuple[str, bytes]] | None
+) -> ViewEntry:
     """Decode a record into a view entry; raises RecordError for unreadable records."""
     event = decode_event(key, value, headers)
     return ViewEntry(event.revision, content_hash(event), event.status.value, value)
@@ -95,7 +93,7 @@ class KafkaEventsView(InMemoryView):
             if current is not None and current.value == value:
                 return  # our own write, already applied after its acknowledgement: skip decoding
         try:
-            entry = entry_from_record(value, key, list(headers) if headers else None)
+            entry = entry_from_record(value, key, headers)
         except RecordError:
             self.skipped += 1
             return
