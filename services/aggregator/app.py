@@ -13,15 +13,14 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import faust
 import orjson
-from faust.streams import _current_event
 from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -29,18 +28,9 @@ from schemas.records import RecordError, decode_event, encode_dead_letter, encod
 from services.aggregator import domain
 from services.aggregator.metrics import Metrics
 from services.aggregator.settings import AggregatorSettings
+from services.aggregator.store import Publisher, TableState
 
 log = logging.getLogger("services.aggregator")
-
-
-@contextlib.contextmanager
-def as_current(event: EventT) -> Iterator[None]:
-    """Make ``event`` faust's current event: table writes go to its partition's store and changelog."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 def _broker_urls(bootstrap: str) -> list[str]:
@@ -175,16 +165,9 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
         pairs=pairs,
     )
 
-    def raw_getter(table: Any) -> Any:
-        # one store lookup (Mapping.get would do two: __contains__, then __getitem__)
-        store = table.data
-        return getattr(store, "_get", None) or store.get
-
-    getters = {id(state): raw_getter(state), id(pairs): raw_getter(pairs)}
-
-    def table_get(table: Any, key: str) -> Any:
-        return _loads(getters[id(table)](key.encode()))
-
+    state_store = TableState(app, state)
+    pairs_store = TableState(app, pairs)
+    publisher = Publisher(app)
     partials_name = settings.partials_topic
 
     async def produce(topic: str, key: bytes | None, value: bytes) -> Any:
@@ -214,10 +197,8 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
         started = time.perf_counter()
         decoded: list[tuple[int, int, Any]] = []
         sources: list[EventT] = []
-        by_partition: dict[int, EventT] = {}
         for ev in events:
             msg = ev.message
-            by_partition[msg.partition] = ev
             try:
                 record = decode_event(msg.key, msg.value, _headers(msg.headers))
             except RecordError as exc:
@@ -227,34 +208,40 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
             sources.append(ev)
 
         def read(partition: int, key: str) -> Any:
-            with as_current(by_partition[partition]):
-                return table_get(state, key)
+            return _loads(state_store.get(partition, key.encode()))
 
         result = domain.process_batch(read, decoded)
+        counts: Counter[tuple[str, str]] = Counter()
         for (_, _, record), ev, outcome in zip(decoded, sources, result.outcomes, strict=True):
             if outcome.error is not None:
                 await dead_letter(ev, "processing_error", outcome.error)
             else:
-                metrics.events.labels(record.kind.value, outcome.result).inc()
-        # coalesced writes, in order: every partial, then every event state
+                counts[(record.kind.value, outcome.result)] += 1
+        # each partition's write set in order (partials, then event states), then publications
+        writes: dict[int, list[tuple[bytes, bytes]]] = {}
         for partition, key, value in result.writes:
-            with as_current(by_partition[partition]):
-                state[key.encode()] = orjson.dumps(value)
+            writes.setdefault(partition, []).append((key.encode(), orjson.dumps(value)))
         touched = result.touched
-        sent = []
-        for (pair, partition), partial in touched.items():
-            body = {"pair": pair, "partition": partition, "updates": partial["updates"], "partial": partial}
-            sent.append(await produce(partials_name, pair.encode(), orjson.dumps(body)))
+        publications = [
+            (
+                pair.encode(),
+                orjson.dumps(
+                    {"pair": pair, "partition": partition, "updates": partial["updates"], "partial": partial}
+                ),
+            )
+            for (pair, partition), partial in touched.items()
+        ]
+        # raises if the broker did not acknowledge: the batch is then not acknowledged either
+        await asyncio.gather(state_store.write(writes), publisher.publish(partials_name, publications))
+        for (kind, outcome_name), n in counts.items():
+            metrics.events.labels(kind, outcome_name).inc(n)
         metrics.partials_published.inc(len(touched))
-        await app.producer.flush()
-        await asyncio.gather(*sent)  # raises if the broker did not acknowledge: the batch is not acked
-        for ev in events:
-            agg._positions[ev.message.partition] = ev.message.offset + 1
         now = time.time()
         for ev in events:
-            ts = ev.message.timestamp
-            if ts:
-                metrics.latency.observe(max(0.0, now - ts))
+            msg = ev.message
+            agg._positions[msg.partition] = msg.offset + 1
+            if msg.timestamp:
+                metrics.latency.observe(max(0.0, now - msg.timestamp))
         metrics.batch_seconds.labels("stage1").observe(time.perf_counter() - started)
 
     @app.agent(events_topic, name=f"{settings.app_id}.stage1")
@@ -265,42 +252,41 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
     async def stage2_batch(events: Sequence[EventT]) -> None:
         started = time.perf_counter()
         latest: dict[str, domain.Partial | None] = {}  # stage-2 key -> partial, read or accepted
-        dirty: dict[str, EventT] = {}  # stage-2 keys to write, with an event of their partition
-        changed: dict[str, EventT] = {}  # pairs to republish
+        dirty: dict[str, int] = {}  # stage-2 keys to write -> partition of the partials topic
+        changed: dict[str, int] = {}  # pairs to republish -> partition of the partials topic
         for ev in events:
+            msg = ev.message
             try:
-                body = orjson.loads(ev.message.value or b"")
+                body = orjson.loads(msg.value or b"")
                 pair, partition, partial = body["pair"], int(body["partition"]), body["partial"]
             except Exception as exc:  # our own topic: should never happen
-                log.error("unreadable partial", extra={"error": repr(exc), "offset": ev.message.offset})
+                log.error("unreadable partial", extra={"error": repr(exc), "offset": msg.offset})
                 continue
             key = domain.stage2_key(pair, partition)
             if key not in latest:
-                with as_current(ev):
-                    latest[key] = table_get(pairs, key)
+                latest[key] = _loads(pairs_store.get(msg.partition, key.encode()))
             if domain.accept_partial(latest[key], partial):
                 latest[key] = partial
-                dirty[key] = ev
-                changed[pair] = ev
-        for key, ev in dirty.items():
-            with as_current(ev):
-                pairs[key.encode()] = orjson.dumps(latest[key])
+                dirty[key] = msg.partition
+                changed[pair] = msg.partition
+        writes: dict[int, list[tuple[bytes, bytes]]] = {}
+        for key, source in dirty.items():
+            writes.setdefault(source, []).append((key.encode(), orjson.dumps(latest[key])))
         at = datetime.now(UTC)
-        sent = []
-        for pair, ev in changed.items():
+        snapshots = []
+        for pair, source in changed.items():
             parts: dict[str, domain.Partial] = {}
-            with as_current(ev):
-                for partition in range(settings.topic_partitions):
-                    key = domain.stage2_key(pair, partition)
-                    value = latest[key] if key in latest else table_get(pairs, key)
-                    if value is not None:
-                        parts[str(partition)] = value
-            key_bytes, value_bytes = encode_pair_stats(domain.merge_partials(pair, parts, updated_at=at))
-            sent.append(await produce(settings.pair_stats_topic, key_bytes, value_bytes))
+            for partition in range(settings.topic_partitions):
+                key = domain.stage2_key(pair, partition)
+                value = latest[key] if key in latest else _loads(pairs_store.get(source, key.encode()))
+                if value is not None:
+                    parts[str(partition)] = value
+            snapshots.append(encode_pair_stats(domain.merge_partials(pair, parts, updated_at=at)))
+        await asyncio.gather(
+            pairs_store.write(writes), publisher.publish(settings.pair_stats_topic, snapshots)
+        )
         metrics.snapshots_published.inc(len(changed))
         metrics.partials_consumed.inc(len(events))
-        await app.producer.flush()
-        await asyncio.gather(*sent)
         metrics.batch_seconds.labels("stage2").observe(time.perf_counter() - started)
 
     @app.agent(partials_topic, name=f"{settings.app_id}.stage2")
