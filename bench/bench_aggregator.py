@@ -134,6 +134,9 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
         time.sleep(0.05)
     pipeline_s = time.perf_counter() - began
     pipeline_cpu = cpu_seconds(worker.proc.pid)
+    partials = metric(worker, "handshake_aggregator_partials_published_total")
+    snapshots = metric(worker, "handshake_aggregator_snapshots_published_total")
+    stage1_batches = metric(worker, 'handshake_aggregator_batch_seconds_count{stage="stage1"}')
     peak = rss_mb(worker.proc.pid)
     worker.stop()
 
@@ -155,6 +158,9 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
         "aggregator_events_per_cpu_s": round(n / agg_cpu),
         "pipeline_events_per_cpu_s": round(n / pipeline_cpu),
         "cpu_ratio_to_raw": round(raw_cpu / agg_cpu, 3),
+        "stage1_batches": int(stage1_batches),
+        "partials_per_event": round(partials / n, 2),
+        "snapshots_per_event": round(snapshots / n, 2),
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "restart_to_ready_seconds": round(restart_s, 2),
         "worker_peak_rss_mib": round(peak, 1),

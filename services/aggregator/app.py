@@ -210,7 +210,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
         def read(partition: int, key: str) -> Any:
             return _loads(state_store.get(partition, key.encode()))
 
-        result = domain.process_batch(read, decoded)
+        result = domain.process_batch(read, decoded, fresh=True)  # read() decodes anew
         counts: Counter[tuple[str, str]] = Counter()
         for (_, _, record), ev, outcome in zip(decoded, sources, result.outcomes, strict=True):
             if outcome.error is not None:
@@ -219,18 +219,21 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
                 counts[(record.kind.value, outcome.result)] += 1
         # each partition's write set in order (partials, then event states), then publications
         writes: dict[int, list[tuple[bytes, bytes]]] = {}
+        dumped: dict[tuple[str, int], bytes] = {}  # a partial is serialised once, written and published
         for partition, key, value in result.writes:
-            writes.setdefault(partition, []).append((key.encode(), orjson.dumps(value)))
+            raw = orjson.dumps(value)
+            writes.setdefault(partition, []).append((key.encode(), raw))
+            if key.startswith("p:"):
+                dumped[domain.split_partial_key(key)] = raw
         touched = result.touched
-        publications = [
-            (
-                pair.encode(),
-                orjson.dumps(
-                    {"pair": pair, "partition": partition, "updates": partial["updates"], "partial": partial}
-                ),
-            )
-            for (pair, partition), partial in touched.items()
-        ]
+        publications = []
+        for (pair, partition), partial in touched.items():
+            raw = dumped.get((pair, partition)) or orjson.dumps(partial)
+            head = f'{{"pair":"{pair}","partition":{partition},"updates":{partial["updates"]},"partial":'
+            # keyed by (pair, source partition), so compaction never drops one partition's partial
+            # for another's; partitioned by pair, so stage 2 finds all partials of a pair together
+            record_key = domain.partial_key(pair, partition).encode()
+            publications.append((pair.encode(), record_key, head.encode() + raw + b"}"))
         # raises if the broker did not acknowledge: the batch is then not acknowledged either
         await asyncio.gather(state_store.write(writes), publisher.publish(partials_name, publications))
         for (kind, outcome_name), n in counts.items():
@@ -281,7 +284,8 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
                 value = latest[key] if key in latest else _loads(pairs_store.get(source, key.encode()))
                 if value is not None:
                     parts[str(partition)] = value
-            snapshots.append(encode_pair_stats(domain.merge_partials(pair, parts, updated_at=at)))
+            key_bytes, value_bytes = encode_pair_stats(domain.merge_partials(pair, parts, updated_at=at))
+            snapshots.append((key_bytes, key_bytes, value_bytes))
         await asyncio.gather(
             pairs_store.write(writes), publisher.publish(settings.pair_stats_topic, snapshots)
         )

@@ -42,6 +42,12 @@ def partial_key(pair: str, partition: int) -> str:
     return f"p:{pair}:{partition}"
 
 
+def split_partial_key(key: str) -> tuple[str, int]:
+    """(pair, partition) of a :func:`partial_key`."""
+    _, pair, partition = key.split(":")
+    return pair, int(partition)
+
+
 def contribution(event: AcceptedEvent) -> Contribution:
     """What one event contributes to each of its pairs (JSON-able)."""
     return {
@@ -180,23 +186,32 @@ class BatchOutcome:
 PartitionGetter = Callable[[int, str], Any]
 
 
-def process_batch(get: PartitionGetter, records: Iterable[tuple[int, int, AcceptedEvent]]) -> BatchOutcome:
+def process_batch(
+    get: PartitionGetter, records: Iterable[tuple[int, int, AcceptedEvent]], fresh: bool = False
+) -> BatchOutcome:
     """:func:`process` over (partition, offset, event) records, writes coalesced per key.
 
-    ``get(partition, key)`` reads the stored state of a source partition. Writing all partials
-    before all event states keeps the recovery argument of :func:`process`: a persisted event
-    state implies that every partial of its batch was persisted too.
+    ``get(partition, key)`` reads the stored state of a source partition; ``fresh`` says that it
+    returns a new object at every call (decoded from bytes), which may then be updated in place
+    instead of copied. Writing all partials before all event states keeps the recovery argument
+    of :func:`process`: a persisted event state implies that every partial of its batch was
+    persisted too.
     """
     overlay: dict[str, tuple[int, Any]] = {}
+    owned: set[str] = set()  # partials this batch may update in place (copied, or read fresh)
 
     def reader(partition: int) -> Getter:
         def read(key: str) -> Any:
             hit = overlay.get(key)
-            return hit[1] if hit is not None else get(partition, key)
+            if hit is not None:
+                return hit[1]
+            value = get(partition, key)
+            if fresh and value is not None and key.startswith("p:"):
+                owned.add(key)
+            return value
 
         return read
 
-    owned: set[str] = set()  # partials copied in this batch: updated in place from then on
     out = BatchOutcome()
     for partition, offset, event in records:
         try:

@@ -14,6 +14,8 @@ from services.aggregator.settings import AggregatorSettings
 log = logging.getLogger("services.aggregator")
 
 UNCLEAN_MARKER = "worker.running"
+LAYOUT_FILE = "tables.layout"
+LAYOUT = "batch-writes-1"  # local store never ahead of the changelog (see prepare_data_dir)
 
 
 def topic_specs(settings: AggregatorSettings) -> list[TopicSpec]:
@@ -22,7 +24,7 @@ def topic_specs(settings: AggregatorSettings) -> list[TopicSpec]:
         name=settings.partials_topic,
         partitions=settings.topic_partitions,
         config={"cleanup.policy": "compact"},
-        key="{AA}-{BB}",
+        key="p:{AA}-{BB}:{source partition} (partitioned by the pair {AA}-{BB})",
         description="internal: per-source-partition partial aggregates of each pair",
     )
     changelogs = [
@@ -41,20 +43,28 @@ def topic_specs(settings: AggregatorSettings) -> list[TopicSpec]:
 
 
 def prepare_data_dir(settings: AggregatorSettings) -> bool:
-    """Create the data dir; wipe the local tables if the last run did not stop cleanly.
+    """Create the data dir; after an unclean stop, wipe local tables only if an old layout wrote them.
 
-    After a crash the local RocksDB may hold writes whose changelog records were never sent;
-    faust would then replay older changelog records over newer local values and mix two points
-    in time. Rebuilding from the changelog restores a consistent prefix. Returns True on a wipe.
+    The aggregator writes a batch's changelog records first and its local RocksDB changes only
+    once the broker acknowledged them, in one atomic write with the changelog offset
+    (:mod:`services.aggregator.store`): after a SIGKILL the local state is a prefix of the
+    changelog and faust's recovery reads on from its offset. Tables written by releases before
+    that (faust's per-key writes, local store possibly ahead of the changelog) are rebuilt from
+    the changelog instead. Returns True on a wipe.
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     marker = settings.data_dir / UNCLEAN_MARKER
-    wiped = False
+    layout = settings.data_dir / LAYOUT_FILE
     tables = settings.data_dir / "faust"
-    if marker.exists() and tables.exists():
-        log.warning("previous run did not stop cleanly: rebuilding tables from the changelog")
+    old_layout = not layout.exists() or layout.read_text().strip() != LAYOUT
+    wiped = False
+    if marker.exists() and tables.exists() and old_layout:
+        log.warning("previous run did not stop cleanly with tables of an older layout: rebuilding them")
         shutil.rmtree(tables)
         wiped = True
+    elif marker.exists():
+        log.warning("previous run did not stop cleanly: resuming from local state and the changelog")
+    layout.write_text(LAYOUT + "\n")
     marker.write_text("running\n")
     return wiped
 

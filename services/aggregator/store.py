@@ -111,11 +111,16 @@ class Publisher:
             self._partition[(topic, key)] = cached
         return cached
 
-    async def publish(self, topic: str, records: Iterable[Item]) -> None:
-        """Send ``records`` (key, value) and wait until the broker acknowledged all of them."""
+    async def publish(self, topic: str, records: Iterable[tuple[bytes, bytes, bytes]]) -> None:
+        """Send (partition key, key, value) records; wait until the broker acknowledged all of them.
+
+        The partition is the default partitioner's choice for the partition key, which is the
+        record key unless several keys must share a partition.
+        """
         by_partition: dict[int, list[Item]] = {}
-        for key, value in records:
-            by_partition.setdefault(await self._partition_of(topic, key), []).append((key, value))
+        for partition_key, key, value in records:
+            partition = await self._partition_of(topic, partition_key)
+            by_partition.setdefault(partition, []).append((key, value))
         await asyncio.gather(
             *(_send_in_order(self.app, topic, p, items) for p, items in by_partition.items())
         )

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from hypothesis import HealthCheck, settings
+import orjson
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -132,6 +133,8 @@ def event_bodies(draw: st.DrawFn) -> dict[str, Any]:
 class Aggregation(RuleBasedStateMachine):
     """Stage 1 + stage 2 under adds, corrections, duplicates, stale revisions, replays and crashes."""
 
+    FRESH = False  # whether reads return new objects (process_batch(..., fresh=True))
+
     @initialize()
     def setup(self) -> None:
         self.topic: list[tuple[int, int, AcceptedEvent]] = []  # (partition, offset, event)
@@ -175,7 +178,15 @@ class Aggregation(RuleBasedStateMachine):
     def _process(self, start: int, end: int) -> None:
         batch = len(self.batches)
         self.batches.append((start, end))
-        result = domain.process_batch(lambda _p, k: self.store.get(k), self.topic[start:end])
+        if self.FRESH:  # reads decode anew, as the app's RocksDB reads do: updated in place
+
+            def get(_p: int, key: str) -> Any:
+                value = self.store.get(key)
+                return None if value is None else orjson.loads(orjson.dumps(value))
+
+            result = domain.process_batch(get, self.topic[start:end], fresh=True)
+        else:
+            result = domain.process_batch(lambda _p, k: self.store.get(k), self.topic[start:end])
         for _, key, value in result.writes:
             self.store[key] = value
             self.log.append((batch, key, value))
@@ -235,11 +246,21 @@ class Aggregation(RuleBasedStateMachine):
             assert stats.version == got[pair].version
 
 
+class FreshReadsAggregation(Aggregation):
+    FRESH = True
+
+
 TestAggregation = Aggregation.TestCase
-TestAggregation.settings = settings(
+TestFreshReadsAggregation = FreshReadsAggregation.TestCase
+TestAggregation.settings = TestFreshReadsAggregation.settings = settings(
     max_examples=100,
     stateful_step_count=30,
     report_multiple_bugs=False,
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )
+
+
+@given(st.sampled_from(["CN-US", "DE-FR", "ABCD-XY"]), st.integers(min_value=0, max_value=10_000))
+def test_partial_keys_split_back_into_pair_and_partition(pair: str, partition: int) -> None:
+    assert domain.split_partial_key(domain.partial_key(pair, partition)) == (pair, partition)

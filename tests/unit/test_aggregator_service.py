@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from services.aggregator.main import UNCLEAN_MARKER, mark_clean, prepare_data_dir, topic_specs
+from services.aggregator.main import (
+    LAYOUT,
+    LAYOUT_FILE,
+    UNCLEAN_MARKER,
+    mark_clean,
+    prepare_data_dir,
+    topic_specs,
+)
 from services.aggregator.metrics import Metrics
 from services.aggregator.settings import AggregatorSettings
 
@@ -49,18 +56,32 @@ def test_topic_specs_include_internal_compacted_topics() -> None:
     assert len(specs) == 7
 
 
-def test_unclean_shutdown_wipes_local_tables(tmp_path: Path) -> None:
+def test_unclean_shutdown_keeps_local_tables_of_the_current_layout(tmp_path: Path) -> None:
     settings = AggregatorSettings(data_dir=tmp_path / "w")
     assert prepare_data_dir(settings) is False
     (settings.data_dir / "faust" / "tables").mkdir(parents=True)
-    # still marked running: the worker was killed
-    assert prepare_data_dir(settings) is True
-    assert not (settings.data_dir / "faust").exists()
-    (settings.data_dir / "faust").mkdir()
+    # still marked running: the worker was killed; its local state is a changelog prefix
+    assert prepare_data_dir(settings) is False
+    assert (settings.data_dir / "faust" / "tables").exists()
     mark_clean(settings.data_dir)
     assert not (settings.data_dir / UNCLEAN_MARKER).exists()
     assert prepare_data_dir(settings) is False
     assert (settings.data_dir / "faust").exists()
+
+
+def test_unclean_shutdown_wipes_tables_of_an_older_layout(tmp_path: Path) -> None:
+    settings = AggregatorSettings(data_dir=tmp_path / "w")
+    (settings.data_dir / "faust" / "tables").mkdir(parents=True)
+    (settings.data_dir / UNCLEAN_MARKER).write_text("running\n")  # killed, no layout file: old release
+    assert prepare_data_dir(settings) is True
+    assert not (settings.data_dir / "faust").exists()
+    assert (settings.data_dir / LAYOUT_FILE).read_text().strip() == LAYOUT
+    # a clean stop of an old release: its tables are consistent and kept
+    (settings.data_dir / "faust" / "tables").mkdir(parents=True)
+    (settings.data_dir / LAYOUT_FILE).unlink()
+    mark_clean(settings.data_dir)
+    assert prepare_data_dir(settings) is False
+    assert (settings.data_dir / "faust" / "tables").exists()
 
 
 def test_metrics_render_on_own_registry() -> None:
