@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -87,6 +88,18 @@ def metric(worker: WorkerProcess, name: str) -> float:
     return total
 
 
+def end_offsets_total(bootstrap: str, topics: list[str]) -> int:
+    """Records written to ``topics`` (sum of the partitions' end offsets; compaction may trail)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        return sum(consumer.end_offsets(tps).values())
+    finally:
+        consumer.close()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (the box may be shared: wall-clock rates mislead)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -143,6 +156,15 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
     worker = WorkerProcess(env, port, work / "worker2.log").start()
     restart_s = worker.wait_ready(300)
     worker.stop()
+
+    # local state gone: rebuilt from the changelog topics alone
+    changelog_records = end_offsets_total(
+        bootstrap, [f"{app_id}-state-changelog", f"{app_id}-pairs-changelog"]
+    )
+    shutil.rmtree(work / "w" / "faust")
+    worker = WorkerProcess(env, port, work / "worker3.log").start()
+    rebuild_s = worker.wait_ready(1800)
+    worker.stop()
     return {
         "events": n,
         "produce_events_per_s": round(n / produce_s),
@@ -163,6 +185,10 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
         "snapshots_per_event": round(snapshots / n, 2),
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "restart_to_ready_seconds": round(restart_s, 2),
+        "changelog_records": changelog_records,
+        "rebuild_from_changelog_seconds": round(rebuild_s, 2),
+        "rebuild_changelog_records_per_s": round(changelog_records / rebuild_s),
+        "rebuild_seconds_projected_1m_events": round(rebuild_s * 1_000_000 / n, 1),
         "worker_peak_rss_mib": round(peak, 1),
         "cpus": os.cpu_count(),
     }

@@ -1,10 +1,13 @@
 """The faust app: two thin agents around the pure functions of :mod:`services.aggregator.domain`.
 
 Stage 1 reads the events topic in batches, keeps event states and per-partition partials in the
-``state`` table and publishes each touched partial to ``{app_id}-pair-partials`` (keyed by pair).
-Stage 2 reads that topic, keeps ``pair -> {partition: partial}`` in the ``pairs`` table and
-publishes every changed pair's merged snapshot to the pair-stats topic. Both await their sends
-before the batch is acknowledged, so a committed offset always has its output on Kafka.
+``state`` table and publishes each touched partial to ``{app_id}-pair-partials`` (keyed by pair
+and source partition, partitioned by pair). Stage 2 reads that topic, keeps
+``(pair, partition) -> partial`` in the ``pairs`` table and publishes every changed pair's
+merged snapshot to the pair-stats topic. Tables are read and written a batch at a time through
+:mod:`services.aggregator.store` (changelog first, then the local store). Both stages await
+their sends before the batch is acknowledged, so a committed offset always has its output on
+Kafka.
 """
 
 from __future__ import annotations
@@ -100,6 +103,42 @@ def _headers(headers: Any) -> list[tuple[str, bytes]]:
     return [(str(k), v) for k, v in items]
 
 
+def in_generation(events: Sequence[EventT], generation: int | None, unacked: Any) -> list[EventT]:
+    """The events of a batch that belong to the current consumer generation, in offset order.
+
+    faust's take buffer keeps events fetched before a rebalance; faust re-delivers them from the
+    committed offset afterwards, *after* events the buffer may already hold. Processed as they
+    come, a partition's records would then be applied out of order, and a partial whose
+    ``last_offset`` is ahead skips the earlier ones as already applied: events lost. Events of
+    an older generation are therefore dropped and marked acknowledged without reaching
+    faust's acknowledged-offset list (an ack would let a commit pass them before their
+    re-delivery is processed). The rest are sorted by (partition, offset), once each.
+    """
+    current: dict[tuple[int, int], EventT] = {}
+    for ev in events:
+        msg = ev.message
+        if generation is not None and msg.generation_id is not None and msg.generation_id != generation:
+            msg.acked = True  # take_events acks every buffered event: make that a no-op for this one
+            unacked.discard(msg)
+            continue
+        current.setdefault((msg.partition, msg.offset), ev)
+    return [current[k] for k in sorted(current)]
+
+
+UNIT_BYTES = 384 * 1024  # a stage-1 unit's writes, well inside one 512 KiB producer batch
+
+
+def _reader(store: TableState, partition: int, carried: Mapping[bytes, bytes]) -> Any:
+    """``get(partition, key)`` for :func:`domain.process_batch`: earlier units first, then the store."""
+
+    def read(_partition: int, key: str) -> Any:
+        raw_key = key.encode()
+        raw = carried.get(raw_key)
+        return _loads(raw if raw is not None else store.get(partition, raw_key))
+
+    return read
+
+
 def _loads(raw: bytes | None) -> Any:
     return None if raw is None else orjson.loads(raw)
 
@@ -193,8 +232,16 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
             extra={"reason": reason, "error": error[:500], "partition": msg.partition, "offset": msg.offset},
         )
 
+    def current(events: Sequence[EventT]) -> list[EventT]:
+        consumer = cast(Any, app.consumer)
+        kept = in_generation(events, app.consumer_generation_id, consumer._unacked_messages)
+        if len(kept) < len(events):
+            metrics.stale_dropped.inc(len(events) - len(kept))
+        return kept
+
     async def stage1_batch(events: Sequence[EventT]) -> None:
         started = time.perf_counter()
+        events = current(events)
         decoded: list[tuple[int, int, Any]] = []
         sources: list[EventT] = []
         for ev in events:
@@ -207,25 +254,43 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
             decoded.append((msg.partition, msg.offset, record))
             sources.append(ev)
 
-        def read(partition: int, key: str) -> Any:
-            return _loads(state_store.get(partition, key.encode()))
-
-        result = domain.process_batch(read, decoded, fresh=True)  # read() decodes anew
+        # per source partition, units whose writes fit one Kafka record batch: the changelog and
+        # the local store keep a unit whole or lose it whole (see domain: no partial half-applied)
+        by_partition: dict[int, list[int]] = {}
+        for i, (partition, _, _) in enumerate(decoded):
+            by_partition.setdefault(partition, []).append(i)
+        outcomes: list[domain.Outcome | None] = [None] * len(decoded)
+        units: dict[int, list[list[tuple[bytes, bytes]]]] = {}
+        touched: dict[tuple[str, int], domain.Partial] = {}
+        dumped: dict[tuple[str, int], bytes] = {}  # a partial is serialised once, written and published
+        for partition, indexes in by_partition.items():
+            carried: dict[bytes, bytes] = {}  # this batch's earlier units, not stored yet
+            read = _reader(state_store, partition, carried)
+            pending = indexes
+            while pending:
+                n = len(pending)
+                while True:
+                    result = domain.process_batch(read, [decoded[i] for i in pending[:n]], fresh=True)
+                    items = [(key.encode(), orjson.dumps(value)) for _, key, value in result.writes]
+                    if n == 1 or sum(len(k) + len(v) + 64 for k, v in items) <= UNIT_BYTES:
+                        break
+                    n = (n + 1) // 2  # too big for one record batch: fewer records in this unit
+                for i, outcome in zip(pending[:n], result.outcomes, strict=True):
+                    outcomes[i] = outcome
+                units.setdefault(partition, []).append(items)
+                for (_, key, _), (raw_key, raw) in zip(result.writes, items, strict=True):
+                    carried[raw_key] = raw
+                    if key.startswith("p:"):
+                        dumped[domain.split_partial_key(key)] = raw
+                touched.update(result.touched)
+                pending = pending[n:]
         counts: Counter[tuple[str, str]] = Counter()
-        for (_, _, record), ev, outcome in zip(decoded, sources, result.outcomes, strict=True):
+        for (_, _, record), ev, maybe in zip(decoded, sources, outcomes, strict=True):
+            outcome = cast(domain.Outcome, maybe)
             if outcome.error is not None:
                 await dead_letter(ev, "processing_error", outcome.error)
             else:
                 counts[(record.kind.value, outcome.result)] += 1
-        # each partition's write set in order (partials, then event states), then publications
-        writes: dict[int, list[tuple[bytes, bytes]]] = {}
-        dumped: dict[tuple[str, int], bytes] = {}  # a partial is serialised once, written and published
-        for partition, key, value in result.writes:
-            raw = orjson.dumps(value)
-            writes.setdefault(partition, []).append((key.encode(), raw))
-            if key.startswith("p:"):
-                dumped[domain.split_partial_key(key)] = raw
-        touched = result.touched
         publications = []
         for (pair, partition), partial in touched.items():
             raw = dumped.get((pair, partition)) or orjson.dumps(partial)
@@ -235,7 +300,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
             record_key = domain.partial_key(pair, partition).encode()
             publications.append((pair.encode(), record_key, head.encode() + raw + b"}"))
         # raises if the broker did not acknowledge: the batch is then not acknowledged either
-        await asyncio.gather(state_store.write(writes), publisher.publish(partials_name, publications))
+        await asyncio.gather(state_store.write_units(units), publisher.publish(partials_name, publications))
         for (kind, outcome_name), n in counts.items():
             metrics.events.labels(kind, outcome_name).inc(n)
         metrics.partials_published.inc(len(touched))
@@ -254,6 +319,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
 
     async def stage2_batch(events: Sequence[EventT]) -> None:
         started = time.perf_counter()
+        events = current(events)
         latest: dict[str, domain.Partial | None] = {}  # stage-2 key -> partial, read or accepted
         dirty: dict[str, int] = {}  # stage-2 keys to write -> partition of the partials topic
         changed: dict[str, int] = {}  # pairs to republish -> partition of the partials topic

@@ -5,10 +5,15 @@ Stage 1 keeps, per source partition, one state store with two kinds of keys:
 - ``e:{record key}``: the latest accepted state of an event (:class:`EventState`);
 - ``p:{pair}:{partition}``: the *partial* aggregate of a pair from that source partition.
 
-:func:`process` turns one record at offset ``o`` into an ordered list of writes (partials first,
-the event state last). Replays are harmless: a partial whose ``last_offset >= o`` already holds
-the change, and an event state written at offset ``o`` remembers the contribution it replaced
-(``previous``). Stage 2 (:func:`merge_partials`) sums the partials of a pair into a
+:func:`process` turns one record at offset ``o`` into a list of writes: the partials it changes
+and the event state. The aggregator persists the writes of a batch for one source partition as
+one unit (one Kafka record batch on the changelog, one RocksDB write batch), so a stored event
+state always comes with the partials it changed. Whether a record is new is therefore decided
+by the event state alone: written at offset ``o``, it is a replay and changes nothing; a higher
+revision is applied (its previous contribution subtracted); an older or equal one changes
+nothing. The outcome does not depend on the order in which records of different events arrive,
+nor on redelivery: a partition's records may be replayed, or even delivered out of offset
+order after a rebalance, without being lost or counted twice. Stage 2 (:func:`merge_partials`) sums the partials of a pair into a
 :class:`~schemas.records.PairStats` whose ``version`` is the sum of the partials' ``updates``.
 
 :func:`recompute` is the ground truth: a batch computation from the latest revision of every
@@ -133,27 +138,21 @@ def process(
     key = event_state_key(event_key(event.partner_id, event.event_id))
     state: EventState | None = get(key)
     chash = content_hash(event)
-    replay = state is not None and state["offset"] == offset
-    if state is not None and not replay:
+    if state is not None:
+        if state["offset"] == offset:  # written by this very record: already applied
+            return _touch_only(get, partition, state, "replayed")
         if state["revision"] > event.revision:
             return _touch_only(get, partition, state, "stale")
         if state["revision"] == event.revision:
             result = "duplicate" if state["hash"] == chash else "conflict"
             return _touch_only(get, partition, state, result)
-    if replay:
-        assert state is not None
-        old, new = state["previous"], state["current"]
-    else:
-        old = state["current"] if state is not None else None
-        new = contribution(event)
-    out = Outcome(result="replayed" if replay else "applied")
+    old = state["current"] if state is not None else None
+    new = contribution(event)
+    out = Outcome(result="applied")
     for pair in pairs_of(old) | pairs_of(new):
         out.touched.add(pair)
         pk = partial_key(pair, partition)
         partial: Partial | None = get(pk)
-        if partial is not None and partial["last_offset"] >= offset:
-            out.partials[pair] = partial
-            continue
         if partial is None:
             partial = empty_partial()
         elif owned is None or pk not in owned:
@@ -165,7 +164,7 @@ def process(
         if new is not None:
             add_contribution(partial, new, pair, +1)
         partial["updates"] += 1
-        partial["last_offset"] = offset
+        partial["last_offset"] = max(partial["last_offset"], offset)
         out.writes.append((pk, partial))
         out.partials[pair] = partial
     out.writes.append(
@@ -176,7 +175,7 @@ def process(
 
 @dataclass
 class BatchOutcome:
-    """A batch's coalesced writes (every partial first, then every event state; each key once)."""
+    """A batch's coalesced writes (partials, then event states; each key once)."""
 
     writes: list[tuple[int, str, Any]] = field(default_factory=list)  # (partition, key, value)
     outcomes: list[Outcome] = field(default_factory=list)
@@ -193,9 +192,8 @@ def process_batch(
 
     ``get(partition, key)`` reads the stored state of a source partition; ``fresh`` says that it
     returns a new object at every call (decoded from bytes), which may then be updated in place
-    instead of copied. Writing all partials before all event states keeps the recovery argument
-    of :func:`process`: a persisted event state implies that every partial of its batch was
-    persisted too.
+    instead of copied. The writes of each partition must be persisted as one unit (all or
+    nothing): see the module documentation.
     """
     overlay: dict[str, tuple[int, Any]] = {}
     owned: set[str] = set()  # partials this batch may update in place (copied, or read fresh)

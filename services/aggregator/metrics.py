@@ -33,6 +33,11 @@ class Metrics:
         self.partials_consumed = Counter(
             "handshake_aggregator_partials_consumed_total", "partial aggregates read by stage 2", registry=r
         )
+        self.stale_dropped = Counter(
+            "handshake_aggregator_stale_generation_dropped_total",
+            "buffered records of an older consumer generation dropped (faust re-delivers them)",
+            registry=r,
+        )
         self.snapshots_published = Counter(
             "handshake_aggregator_snapshots_published_total", "pair snapshots sent to pair-stats", registry=r
         )

@@ -77,8 +77,32 @@ class TableState:
         """Persist each partition's write set: changelog first, then the local store."""
         await asyncio.gather(*(self._write_partition(p, items) for p, items in writes.items() if items))
 
+    async def write_units(self, units: Mapping[int, Sequence[Sequence[Item]]]) -> None:
+        """Like :meth:`write`, but each unit of a partition is one record batch: kept whole or lost.
+
+        Raises ValueError if a unit does not fit one batch (the caller sizes them).
+        """
+        await asyncio.gather(*(self._write_units(p, us) for p, us in units.items() if us))
+
+    async def _write_units(self, partition: int, units: Sequence[Sequence[Item]]) -> None:
+        producer = _aiokafka(self.app)
+        last = -1
+        for unit in units:
+            if not unit:
+                continue
+            batch = producer.create_batch()
+            for key, value in unit:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise ValueError(f"a unit of {len(unit)} writes does not fit one record batch")
+            last = await _flush(producer, batch, self.changelog, partition)
+        if last >= 0:
+            self._store_locally(partition, [item for unit in units for item in unit], last)
+
     async def _write_partition(self, partition: int, items: Sequence[Item]) -> None:
         last = await _send_in_order(self.app, self.changelog, partition, items)
+        self._store_locally(partition, items, last)
+
+    def _store_locally(self, partition: int, items: Sequence[Item], last: int) -> None:
         if self.rocks:
             import rocksdict
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -94,3 +95,35 @@ def test_metrics_render_on_own_registry() -> None:
     assert 'handshake_aggregator_dead_letters_total{reason="invalid_json"} 2.0' in text
     assert 'handshake_aggregator_consumer_lag{partition="3"} 7.0' in text
     assert Metrics().registry is not metrics.registry
+
+
+def test_batches_keep_only_the_current_generation_in_offset_order() -> None:
+    from types import SimpleNamespace
+
+    from services.aggregator.app import in_generation
+
+    def event(partition: int, offset: int, generation: int) -> SimpleNamespace:
+        message = SimpleNamespace(partition=partition, offset=offset, generation_id=generation, acked=False)
+        return SimpleNamespace(message=message)
+
+    stale = [event(0, 24, 1), event(0, 25, 1)]  # fetched before the rebalance, still in the buffer
+    fresh = [event(0, 20, 2), event(1, 7, 2), event(0, 21, 2), event(0, 20, 2)]
+    unacked = _IdentitySet(e.message for e in stale + fresh)
+    kept = in_generation([*stale, *fresh], 2, unacked)
+    assert [(e.message.partition, e.message.offset) for e in kept] == [(0, 20), (0, 21), (1, 7)]
+    assert all(e.message.acked for e in stale) and not any(e.message.acked for e in fresh)
+    assert not any(e.message in unacked for e in stale)
+    assert in_generation(stale, None, _IdentitySet()) == sorted(stale, key=lambda e: e.message.offset)
+
+
+class _IdentitySet:
+    """The consumer's unacked-message set, for objects compared by identity."""
+
+    def __init__(self, items: Any = ()) -> None:
+        self.ids = {id(item): item for item in items}
+
+    def discard(self, item: Any) -> None:
+        self.ids.pop(id(item), None)
+
+    def __contains__(self, item: Any) -> bool:
+        return id(item) in self.ids
