@@ -106,13 +106,12 @@ def _headers(headers: Any) -> list[tuple[str, bytes]]:
 def in_generation(events: Sequence[EventT], generation: int | None, unacked: Any) -> list[EventT]:
     """The events of a batch that belong to the current consumer generation, in offset order.
 
-    faust's take buffer keeps events fetched before a rebalance; faust re-delivers them from the
-    committed offset afterwards, *after* events the buffer may already hold. Processed as they
-    come, a partition's records would then be applied out of order, and a partial whose
-    ``last_offset`` is ahead skips the earlier ones as already applied: events lost. Events of
-    an older generation are therefore dropped and marked acknowledged without reaching
-    faust's acknowledged-offset list (an ack would let a commit pass them before their
-    re-delivery is processed). The rest are sorted by (partition, offset), once each.
+    faust's take buffer keeps events fetched before a rebalance, and faust re-delivers them from
+    the committed offset afterwards, behind events the buffer may already hold. The domain gives
+    the same result in any order, but acknowledging such a stale event would let a commit pass
+    it before its re-delivery is processed (a crash then loses it). Events of an older
+    generation are therefore dropped and marked acknowledged without reaching faust's
+    acknowledged-offset list; the rest are sorted by (partition, offset), once each.
     """
     current: dict[tuple[int, int], EventT] = {}
     for ev in events:

@@ -15,7 +15,7 @@ log = logging.getLogger("services.aggregator")
 
 UNCLEAN_MARKER = "worker.running"
 LAYOUT_FILE = "tables.layout"
-LAYOUT = "batch-writes-1"  # local store never ahead of the changelog (see prepare_data_dir)
+LAYOUT = "write-units-1"  # local store a changelog prefix of whole units (see prepare_data_dir)
 
 
 def topic_specs(settings: AggregatorSettings) -> list[TopicSpec]:

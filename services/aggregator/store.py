@@ -4,9 +4,10 @@ Faust's table API costs a changelog send, a future, a RocksDB put and a persiste
 per key. The aggregator writes a whole batch at once instead:
 
 1. each source partition's write set goes to the table's changelog partition as Kafka record
-   batches, in order (one produce request per ~512 KiB, the next sent only once the previous
-   one is acknowledged). A record batch is appended to the log as a unit, so a crash leaves a
-   prefix of the write set on the changelog, never a hole;
+   batches, in order, the next sent only once the previous one is acknowledged. A record batch
+   is appended to the log whole or not at all, so a crash leaves a prefix of the write set on
+   the changelog, never a hole; :meth:`TableState.write_units` sends each of the caller's units
+   as exactly one record batch, so a unit is kept whole or lost (stage 1 relies on it);
 2. once the broker acknowledged them, the same keys and the changelog offset faust reads at
    recovery (``persisted_offset``) go into the partition's RocksDB in one atomic ``WriteBatch``.
 
