@@ -124,7 +124,7 @@ def in_generation(events: Sequence[EventT], generation: int | None, unacked: Any
     return [current[k] for k in sorted(current)]
 
 
-UNIT_BYTES = 384 * 1024  # a stage-1 unit's writes, well inside one 512 KiB producer batch
+UNIT_BYTES = 768 * 1024  # a stage-1 unit's writes, inside one 900 KiB producer batch
 
 
 def _reader(store: TableState, partition: int, carried: Mapping[bytes, bytes]) -> Any:
@@ -153,7 +153,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
         processing_guarantee="at_least_once",  # the domain makes replays harmless
         producer_acks=-1,
         producer_linger=0.01,  # batch the many small changelog records into few requests
-        producer_max_batch_size=512 * 1024,
+        producer_max_batch_size=900 * 1024,  # one stage-1 unit per record batch; broker limit 1 MiB
         table_standby_replicas=settings.standby_replicas,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.replication_factor,
@@ -271,7 +271,15 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
                 while True:
                     result = domain.process_batch(read, [decoded[i] for i in pending[:n]], fresh=True)
                     items = [(key.encode(), orjson.dumps(value)) for _, key, value in result.writes]
-                    if n == 1 or sum(len(k) + len(v) + 64 for k, v in items) <= UNIT_BYTES:
+                    size = sum(len(k) + len(v) + 64 for k, v in items)
+                    if size <= UNIT_BYTES:
+                        break
+                    if n == 1:  # one record's writes alone exceed a record batch (many pairs)
+                        metrics.oversize_units.inc()
+                        log.error(
+                            "an event's writes exceed one record batch: sent in order, not atomically",
+                            extra={"bytes": size, "partition": partition, "offset": decoded[pending[0]][1]},
+                        )
                         break
                     n = (n + 1) // 2  # too big for one record batch: fewer records in this unit
                 for i, outcome in zip(pending[:n], result.outcomes, strict=True):

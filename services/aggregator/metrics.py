@@ -38,6 +38,11 @@ class Metrics:
             "buffered records of an older consumer generation dropped (faust re-delivers them)",
             registry=r,
         )
+        self.oversize_units = Counter(
+            "handshake_aggregator_oversize_units_total",
+            "events whose table writes exceeded one record batch (written in order, not atomically)",
+            registry=r,
+        )
         self.snapshots_published = Counter(
             "handshake_aggregator_snapshots_published_total", "pair snapshots sent to pair-stats", registry=r
         )

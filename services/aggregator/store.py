@@ -81,7 +81,8 @@ class TableState:
     async def write_units(self, units: Mapping[int, Sequence[Sequence[Item]]]) -> None:
         """Like :meth:`write`, but each unit of a partition is one record batch: kept whole or lost.
 
-        Raises ValueError if a unit does not fit one batch (the caller sizes them).
+        A unit too big for one record batch (one record's writes, see the caller) is sent as
+        several, in order: kept as a prefix, not whole.
         """
         await asyncio.gather(*(self._write_units(p, us) for p, us in units.items() if us))
 
@@ -92,10 +93,10 @@ class TableState:
             if not unit:
                 continue
             batch = producer.create_batch()
-            for key, value in unit:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    raise ValueError(f"a unit of {len(unit)} writes does not fit one record batch")
-            last = await _flush(producer, batch, self.changelog, partition)
+            if all(batch.append(key=key, value=value, timestamp=None) is not None for key, value in unit):
+                last = await _flush(producer, batch, self.changelog, partition)
+            else:
+                last = await _send_in_order(self.app, self.changelog, partition, unit)
         if last >= 0:
             self._store_locally(partition, [item for unit in units for item in unit], last)
 

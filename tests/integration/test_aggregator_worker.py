@@ -182,3 +182,30 @@ def test_second_worker_takes_over_after_sigkill(
     diff = wait_for_truth(kafka_settings.kafka_bootstrap, kafka_settings.pair_stats_topic, feeder.sent, 90)
     assert diff == {}, f"{len(diff)} pairs differ, e.g. {next(iter(diff.items()))}"
     assert second.ready() or second.proc.poll() is None
+
+
+def test_events_with_the_most_delegations_are_counted_exactly(
+    kafka_settings: KafkaSettings, spawn: Callable[..., WorkerProcess], producer_factory
+) -> None:
+    """64 delegations: 2,080 pairs per event, the biggest write set one record can cause."""
+    from schemas.countries import all_countries
+    from schemas.events import MAX_DELEGATIONS
+
+    codes = [code for code, _ in all_countries() if len(code) == 2][: MAX_DELEGATIONS + 1]
+    big = [(c, 5) for c in codes[1:]]
+    events = [
+        make_event("pa", "big", host=codes[0], delegations=big),
+        *event_stream(random.Random(5), 200, partners=3),
+        # a correction: the state also carries the previous contribution, too big for one batch
+        make_event("pa", "big", revision=2, host=codes[1], delegations=[(codes[0], 7), *big[1:]]),
+        make_event("pb", "big", host=codes[2], delegations=big[:1] + big[2:]),
+    ]
+    produce(producer_factory(), kafka_settings.events_topic, events)
+    worker = spawn()
+    worker.wait_ready(90)
+    assert wait_for_truth(kafka_settings.kafka_bootstrap, kafka_settings.pair_stats_topic, events, 90) == {}
+    metrics = httpx.get(f"http://127.0.0.1:{worker.web_port}/metrics").text
+    oversize = [
+        line for line in metrics.splitlines() if line.startswith("handshake_aggregator_oversize_units_total")
+    ]
+    assert oversize and float(oversize[0].split()[-1]) >= 1
