@@ -307,7 +307,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
             record_key = domain.partial_key(pair, partition).encode()
             publications.append((pair.encode(), record_key, head.encode() + raw + b"}"))
         # raises if the broker did not acknowledge: the batch is then not acknowledged either
-        await asyncio.gather(state_store.write_units(units), publisher.publish(partials_name, publications))
+        await asyncio.gather(state_store.write(units), publisher.publish(partials_name, publications))
         for (kind, outcome_name), n in counts.items():
             metrics.events.labels(kind, outcome_name).inc(n)
         metrics.partials_published.inc(len(touched))
@@ -345,9 +345,9 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
                 latest[key] = partial
                 dirty[key] = msg.partition
                 changed[pair] = msg.partition
-        writes: dict[int, list[tuple[bytes, bytes]]] = {}
+        writes: dict[int, list[list[tuple[bytes, bytes]]]] = {}  # one unit per partition
         for key, source in dirty.items():
-            writes.setdefault(source, []).append((key.encode(), orjson.dumps(latest[key])))
+            writes.setdefault(source, [[]])[0].append((key.encode(), orjson.dumps(latest[key])))
         at = datetime.now(UTC)
         snapshots = []
         for pair, source in changed.items():

@@ -6,8 +6,8 @@ per key. The aggregator writes a whole batch at once instead:
 1. each source partition's write set goes to the table's changelog partition as Kafka record
    batches, in order, the next sent only once the previous one is acknowledged. A record batch
    is appended to the log whole or not at all, so a crash leaves a prefix of the write set on
-   the changelog, never a hole; :meth:`TableState.write_units` sends each of the caller's units
-   as exactly one record batch, so a unit is kept whole or lost (stage 1 relies on it);
+   the changelog, never a hole; :meth:`TableState.write` sends each of the caller's units that
+   fits one record batch as exactly one, so it is kept whole or lost (stage 1 relies on it);
 2. once the broker acknowledged them, the same keys and the changelog offset faust reads at
    recovery (``persisted_offset``) go into the partition's RocksDB in one atomic ``WriteBatch``.
 
@@ -74,35 +74,21 @@ class TableState:
         value = self.store.data.get(key)
         return None if value is None else bytes(value)
 
-    async def write(self, writes: Mapping[int, Sequence[Item]]) -> None:
-        """Persist each partition's write set: changelog first, then the local store."""
-        await asyncio.gather(*(self._write_partition(p, items) for p, items in writes.items() if items))
+    async def write(self, units: Mapping[int, Sequence[Sequence[Item]]]) -> None:
+        """Persist each partition's units in order: changelog first, then the local store.
 
-    async def write_units(self, units: Mapping[int, Sequence[Sequence[Item]]]) -> None:
-        """Like :meth:`write`, but each unit of a partition is one record batch: kept whole or lost.
-
-        A unit too big for one record batch (one record's writes, see the caller) is sent as
-        several, in order: kept as a prefix, not whole.
+        A unit that fits one record batch is sent as exactly one (kept whole or lost); a bigger
+        one as several, in order (kept as a prefix). Stage 1 sizes its units to fit.
         """
-        await asyncio.gather(*(self._write_units(p, us) for p, us in units.items() if us))
+        await asyncio.gather(*(self._write_partition(p, us) for p, us in units.items() if us))
 
-    async def _write_units(self, partition: int, units: Sequence[Sequence[Item]]) -> None:
-        producer = _aiokafka(self.app)
+    async def _write_partition(self, partition: int, units: Sequence[Sequence[Item]]) -> None:
         last = -1
         for unit in units:
-            if not unit:
-                continue
-            batch = producer.create_batch()
-            if all(batch.append(key=key, value=value, timestamp=None) is not None for key, value in unit):
-                last = await _flush(producer, batch, self.changelog, partition)
-            else:
+            if unit:
                 last = await _send_in_order(self.app, self.changelog, partition, unit)
         if last >= 0:
             self._store_locally(partition, [item for unit in units for item in unit], last)
-
-    async def _write_partition(self, partition: int, items: Sequence[Item]) -> None:
-        last = await _send_in_order(self.app, self.changelog, partition, items)
-        self._store_locally(partition, items, last)
 
     def _store_locally(self, partition: int, items: Sequence[Item], last: int) -> None:
         if self.rocks:

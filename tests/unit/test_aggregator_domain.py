@@ -29,8 +29,8 @@ def merged(store: dict[str, Any]) -> dict[str, Any]:
     grouped: dict[str, dict[str, Any]] = {}
     for key, value in store.items():
         if key.startswith("p:"):
-            pair, partition = key[2:].rsplit(":", 1)
-            grouped.setdefault(pair, {})[partition] = value
+            pair, partition = domain.split_partial_key(key)
+            grouped.setdefault(pair, {})[str(partition)] = value
     return {pair: domain.merge_partials(pair, parts) for pair, parts in grouped.items()}
 
 
