@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka.admin import KafkaAdminClient
@@ -16,7 +17,7 @@ from kafka.admin import KafkaAdminClient
 from handshake.broker import Cluster, temporary_cluster
 from handshake.settings import KafkaSettings
 from handshake.topics import ensure_topics
-from tests.faults.common import record, scale
+from tests.faults.common import record, scale, wait_until
 from tests.harness import Harness
 from tests.loadgen import LoadGenerator, ground_truth, wait_exact
 
@@ -46,8 +47,13 @@ def test_three_brokers_two_workers_two_ingest_lose_a_broker_and_a_worker(
     ensure_topics(cluster.bootstrap, settings.topic_specs(), replication_factor=3)
     admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap)
     try:
-        described = admin.describe_topics([settings.events_topic])[0]
-        assert {len(p["replica_nodes"]) for p in described["partitions"]} == {3}
+        # a broker may answer before the new topic's metadata reached it: wait until it lists
+        # the partitions, then check their replicas
+        def partitions() -> list[dict[str, Any]]:
+            return list(admin.describe_topics([settings.events_topic])[0]["partitions"])
+
+        wait_until(lambda: bool(partitions()), 30)
+        assert {len(p["replica_nodes"]) for p in partitions()} == {3}
     finally:
         admin.close()
 
