@@ -17,8 +17,8 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -122,6 +122,83 @@ def in_generation(events: Sequence[EventT], generation: int | None, unacked: Any
             continue
         current.setdefault((msg.partition, msg.offset), ev)
     return [current[k] for k in sorted(current)]
+
+
+@dataclass
+class SourcePositions:
+    """The next offset each source partition must deliver, within one consumer generation.
+
+    faust can lose fetched records around a rebalance: its fetcher counts a record as read even
+    when its stream skipped it (records that arrive while flow control is suspended, between
+    "resume partitions" and "resume flow"), and it seeks back to the committed offset only where
+    one exists and is above 0 (aiokafka's ``seek_to_committed``). A later record acknowledged
+    past such a hole would be committed past it. The source topics have contiguous offsets
+    (no transactions; compaction holes and retention at the head are the exceptions), so a
+    record beyond the next expected offset means records were skipped: :meth:`admit` cuts the
+    batch there and asks for a seek back. If the same record comes first again after that seek,
+    the log itself has the hole (compaction, retention) and it is accepted.
+    """
+
+    generation: int | None = None
+    next: dict[Any, int] = field(default_factory=dict)
+    sought: dict[Any, tuple[int, int]] = field(default_factory=dict)  # tp -> (sought to, first seen)
+
+    def admit(
+        self, events: Sequence[EventT], generation: int | None, start: Callable[[Any], int]
+    ) -> tuple[list[EventT], list[EventT], dict[Any, int]]:
+        """(kept, dropped, seeks) for events sorted by (partition, offset) of one generation.
+
+        ``start(tp)`` is where a partition's delivery begins in this generation (its committed
+        offset, or 0). ``seeks`` maps each partition cut at a gap to the offset to seek to.
+        """
+        if generation != self.generation:
+            self.generation, self.next, self.sought = generation, {}, {}
+        kept: list[EventT] = []
+        dropped: list[EventT] = []
+        seeks: dict[Any, int] = {}
+        for ev in events:
+            msg = ev.message
+            tp = msg.tp
+            if tp in seeks:
+                dropped.append(ev)
+                continue
+            nxt = self.next.get(tp)
+            if nxt is None:
+                nxt = start(tp)
+            offset = msg.offset
+            if offset <= nxt or self.sought.get(tp) == (nxt, offset):
+                kept.append(ev)
+                self.next[tp] = max(nxt, offset + 1)
+                self.sought.pop(tp, None)
+            else:
+                dropped.append(ev)
+                self.next[tp] = nxt
+                seeks[tp] = nxt
+                self.sought[tp] = (nxt, offset)
+        return kept, dropped, seeks
+
+
+def seek_sources_after_recovery(consumer: Any, topics: set[str]) -> None:
+    """Make faust's post-recovery seek cover every assigned partition of ``topics``.
+
+    faust's ``perform_seek`` resumes the partitions, then awaits the committed offsets one by
+    one, seeking only those above 0; records fetched meanwhile are skipped by the suspended
+    streams but counted as read. Seeking every source partition again to its committed offset
+    (or 0) at the end, with no await before faust resumes the flow, re-delivers them.
+    """
+    if getattr(consumer, "_handshake_seek_sources", None) is not None:
+        return
+    original = consumer.perform_seek
+
+    async def perform_seek() -> None:
+        await original()
+        committed = consumer._committed_offset
+        for tp in consumer.assignment():
+            if tp.topic in topics:
+                await consumer.seek(tp, committed.get(tp) or 0)  # no I/O: aiokafka's seek is synchronous
+
+    consumer._handshake_seek_sources = perform_seek
+    consumer.perform_seek = perform_seek
 
 
 UNIT_BYTES = 768 * 1024  # a stage-1 unit's writes, inside one 900 KiB producer batch
@@ -231,16 +308,32 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
             extra={"reason": reason, "error": error[:500], "partition": msg.partition, "offset": msg.offset},
         )
 
-    def current(events: Sequence[EventT]) -> list[EventT]:
+    positions = {"stage1": SourcePositions(), "stage2": SourcePositions()}
+
+    async def current(events: Sequence[EventT], stage: str) -> list[EventT]:
+        """The batch's events to process: current generation, no offset skipped before them."""
         consumer = cast(Any, app.consumer)
-        kept = in_generation(events, app.consumer_generation_id, consumer._unacked_messages)
+        generation = app.consumer_generation_id
+        kept = in_generation(events, generation, consumer._unacked_messages)
         if len(kept) < len(events):
             metrics.stale_dropped.inc(len(events) - len(kept))
+        committed = consumer._committed_offset
+        kept, dropped, seeks = positions[stage].admit(kept, generation, lambda tp: committed.get(tp) or 0)
+        for ev in dropped:  # re-delivered after the seek; never acknowledged, so never committed
+            ev.message.acked = True
+            consumer._unacked_messages.discard(ev.message)
+        for tp, offset in seeks.items():
+            metrics.source_gaps.labels(stage).inc()
+            log.warning(
+                "records were skipped before this batch: seeking back",
+                extra={"topic": tp.topic, "partition": tp.partition, "seek_to": offset},
+            )
+            await consumer.seek(tp, offset)
         return kept
 
     async def stage1_batch(events: Sequence[EventT]) -> None:
         started = time.perf_counter()
-        events = current(events)
+        events = await current(events, "stage1")
         decoded: list[tuple[int, int, Any]] = []
         sources: list[EventT] = []
         for ev in events:
@@ -321,12 +414,13 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
 
     @app.agent(events_topic, name=f"{settings.app_id}.stage1")
     async def stage1(stream: Any) -> None:
+        seek_sources_after_recovery(app.consumer, {settings.events_topic, partials_name})
         async for events in stream.take_events(settings.batch_size, within=settings.flush_interval):
             await stage1_batch(events)
 
     async def stage2_batch(events: Sequence[EventT]) -> None:
         started = time.perf_counter()
-        events = current(events)
+        events = await current(events, "stage2")
         latest: dict[str, domain.Partial | None] = {}  # stage-2 key -> partial, read or accepted
         dirty: dict[str, int] = {}  # stage-2 keys to write -> partition of the partials topic
         changed: dict[str, int] = {}  # pairs to republish -> partition of the partials topic
@@ -368,6 +462,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
 
     @app.agent(partials_topic, name=f"{settings.app_id}.stage2")
     async def stage2(stream: Any) -> None:
+        seek_sources_after_recovery(app.consumer, {settings.events_topic, partials_name})
         async for events in stream.take_events(settings.batch_size, within=settings.flush_interval):
             await stage2_batch(events)
 

@@ -38,6 +38,12 @@ class Metrics:
             "buffered records of an older consumer generation dropped (faust re-delivers them)",
             registry=r,
         )
+        self.source_gaps = Counter(
+            "handshake_aggregator_source_gaps_total",
+            "batches cut at an offset gap (records faust skipped; the partition is sought back)",
+            ["stage"],
+            registry=r,
+        )
         self.oversize_units = Counter(
             "handshake_aggregator_oversize_units_total",
             "events whose table writes exceeded one record batch (written in order, not atomically)",

@@ -127,3 +127,72 @@ class _IdentitySet:
 
     def __contains__(self, item: Any) -> bool:
         return id(item) in self.ids
+
+
+def _at(partition: int, offset: int) -> Any:
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    tp = TP("events", partition)
+    return SimpleNamespace(message=SimpleNamespace(tp=tp, partition=partition, offset=offset))
+
+
+def test_source_positions_cut_a_batch_at_skipped_offsets_and_seek_back() -> None:
+    from services.aggregator.app import SourcePositions
+
+    positions = SourcePositions()
+    start = {0: 10, 1: 0}
+    offsets = lambda evs: [(e.message.partition, e.message.offset) for e in evs]  # noqa: E731
+    # partition 0 starts at its committed offset 10; 8 and 9 are replays, 13 follows a hole
+    kept, dropped, seeks = positions.admit(
+        [_at(0, 8), _at(0, 9), _at(0, 10), _at(0, 11), _at(0, 13), _at(0, 14), _at(1, 0)],
+        7,
+        lambda tp: start[tp.partition],
+    )
+    assert offsets(kept) == [(0, 8), (0, 9), (0, 10), (0, 11), (1, 0)]
+    assert offsets(dropped) == [(0, 13), (0, 14)]
+    assert {tp.partition: o for tp, o in seeks.items()} == {0: 12}
+    # records still in flight from before the seek are cut again; the re-delivery goes on from 12
+    kept, dropped, seeks = positions.admit([_at(0, 15)], 7, lambda tp: 0)
+    assert (offsets(kept), offsets(dropped), len(seeks)) == ([], [(0, 15)], 1)
+    kept, dropped, seeks = positions.admit([_at(0, 12), _at(0, 13), _at(1, 1)], 7, lambda tp: 0)
+    assert (offsets(kept), dropped, seeks) == ([(0, 12), (0, 13), (1, 1)], [], {})
+    # a hole in the log itself (retention, compaction): the same record comes first after the seek
+    kept, dropped, seeks = positions.admit([_at(1, 5)], 7, lambda tp: 0)
+    assert (kept, {tp.partition: o for tp, o in seeks.items()}) == ([], {1: 2})
+    kept, dropped, seeks = positions.admit([_at(1, 5), _at(1, 6)], 7, lambda tp: 0)
+    assert (offsets(kept), dropped, seeks) == ([(1, 5), (1, 6)], [], {})
+    # a new generation starts again from the committed offsets
+    kept, dropped, seeks = positions.admit([_at(0, 30)], 8, lambda tp: 30)
+    assert (offsets(kept), dropped, seeks) == ([(0, 30)], [], {})
+
+
+def test_post_recovery_seek_covers_partitions_without_a_committed_offset() -> None:
+    import asyncio
+
+    from faust.types import TP
+
+    from services.aggregator.app import seek_sources_after_recovery
+
+    tps = [TP(t, p) for t, p in [("ev", 0), ("ev", 1), ("ev", 2), ("log", 0)]]
+    sought: list[tuple[str, int, int]] = []
+
+    class FakeConsumer:
+        def __init__(self) -> None:
+            self._committed_offset: dict[Any, int | None] = {}
+
+        async def perform_seek(self) -> None:  # faust: seeks only where committed > 0
+            self._committed_offset[tps[0]] = 40
+
+        def assignment(self) -> list[Any]:
+            return tps
+
+        async def seek(self, tp: Any, offset: int) -> None:
+            sought.append((tp.topic, tp.partition, offset))
+
+    consumer = FakeConsumer()
+    seek_sources_after_recovery(consumer, {"ev"})
+    seek_sources_after_recovery(consumer, {"ev"})  # installed once
+    asyncio.run(consumer.perform_seek())
+    assert sought == [("ev", 0, 40), ("ev", 1, 0), ("ev", 2, 0)]
