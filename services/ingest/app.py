@@ -452,6 +452,13 @@ class CloseUnreadBody:
 bearer = HTTPBearer(auto_error=False, description="the partner API key: hsk_{partner_id}_{secret}")
 
 
+def bearer_key(authorization: str | None) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header, as :data:`bearer` reads it; else None."""
+    scheme, _, key = (authorization or "").partition(" ")
+    key = key.strip()
+    return key if scheme.lower() == "bearer" and key else None
+
+
 def create_app(
     settings: IngestSettings | None = None,
     *,
@@ -519,16 +526,20 @@ def create_app(
     app.add_middleware(CloseUnreadBody)
     _install_openapi(app)
 
-    async def authenticate(
-        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-    ) -> PartnerRecord:
-        key = credentials.credentials if credentials and credentials.scheme.lower() == "bearer" else None
+    def partner_for(key: str | None) -> PartnerRecord:
         if not svc.partners.ready():
             raise svc.unavailable("ingest is still reading the partners topic; retry shortly")
         partner = svc.partners.authenticate(key)
         if partner is None:
             raise Problem(401, AUTH_DETAIL, headers={"WWW-Authenticate": 'Bearer realm="handshake"'})
         return partner
+
+    async def authenticate(
+        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+    ) -> PartnerRecord:
+        return partner_for(
+            credentials.credentials if credentials and credentials.scheme.lower() == "bearer" else None
+        )
 
     auth_problems = (401, 429, 503)
 
@@ -538,11 +549,14 @@ def create_app(
         response_model=EventResult,
         summary="Push one event",
         responses=problem_responses(400, *auth_problems, 409, 413, 415, 422),
-        openapi_extra=_SINGLE_BODY,
+        openapi_extra={**_SINGLE_BODY, "security": [{"HTTPBearer": []}]},
         tags=["events"],
     )
-    async def push_event(request: Request, partner: PartnerRecord = Depends(authenticate)) -> Response:
+    async def push_event(request: Request) -> Response:
         """Validate, apply the revision rule and produce one event; 202 once Kafka acknowledged."""
+        # the bearer key read here, not through a FastAPI dependency: the hottest route, and
+        # dependency resolution cost about a tenth of its time (profiled); same rules as HTTPBearer
+        partner = partner_for(bearer_key(request.headers.get("authorization")))
         require_media(request, (JSON,))
         svc.require_view()
         svc.rate(partner, 1)

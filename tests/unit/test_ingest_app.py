@@ -464,3 +464,29 @@ async def test_key_locks_are_released_and_cleaned() -> None:
     await asyncio.gather(worker("1"), worker("2"))
     assert order == ["1-in", "1-out", "2-in", "2-out"]
     assert len(locks) == 0
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer ",
+        "Bearer k1",
+        "bearer k2",
+        "BEARER  k3",
+        "Basic k4",
+        "Bearerk5",
+        "Bearer a b",
+    ],
+)
+async def test_single_route_reads_the_key_as_the_bearer_dependency_does(header: str | None) -> None:
+    from starlette.requests import Request as StarletteRequest
+
+    from services.ingest.app import bearer, bearer_key
+
+    headers = [(b"authorization", header.encode())] if header is not None else []
+    credentials = await bearer(StarletteRequest({"type": "http", "headers": headers}))
+    expected = credentials.credentials if credentials and credentials.scheme.lower() == "bearer" else None
+    assert bearer_key(header) == expected
