@@ -33,6 +33,10 @@ class IngestSettings(KafkaSettings):
         description="producer batch size per partition (fewer, larger produce requests under load)",
     )
     compression_type: str | None = Field(None, description="producer compression: gzip, lz4, zstd or none")
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's OpenTelemetry spans, metrics and logs (configure providers or OTEL_* env)",
+    )
     create_topics: bool = Field(True, description="declare the topics at start-up (refuse wrong policies)")
     view_poll_ms: int = Field(
         100, ge=10, le=1000, description="longest wait of one fetch of the partners/events follower"
