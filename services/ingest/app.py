@@ -31,6 +31,7 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, Field
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from handshake.http import Problem, RequestMetrics, install_problem_handlers, problem_responses
@@ -449,6 +450,17 @@ class CloseUnreadBody:
 
 # --- the app ------------------------------------------------------------------------------
 
+
+class _FastRoute(Route):
+    """A Starlette route that, like FastAPI's, names itself in the scope (route metrics)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            child["route"] = self
+        return match, child
+
+
 _NO_OTEL: Any = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 
 bearer = HTTPBearer(auto_error=False, description="the partner API key: hsk_{partner_id}_{secret}")
@@ -594,6 +606,13 @@ def create_app(
             raise svc.unavailable("Kafka did not acknowledge the event in time; resend it (same event_id)")
         svc.metrics.count(partner.partner_id, "accepted")
         return _json({"status": "accepted", "key": key, "revision": event.revision}, 202)
+
+    # the hottest route is served by a plain Starlette route placed first, the same function
+    # without FastAPI's per-request parameter machinery (~8% of its loop time, profiled); the
+    # FastAPI route above still documents it in the OpenAPI
+    app.router.routes.insert(
+        0, _FastRoute("/v1/events", push_event, methods=["POST"], include_in_schema=False)
+    )
 
     @app.post(
         "/v1/events/batch",
