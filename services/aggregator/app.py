@@ -177,6 +177,21 @@ class SourcePositions:
                 self.sought[tp] = (nxt, offset)
         return kept, dropped, seeks
 
+    def forget(self) -> None:
+        """Check the next batch against the committed offsets again (after a failed batch)."""
+        self.generation, self.next, self.sought = None, {}, {}
+
+
+def unacknowledge(events: Sequence[EventT], unacked: Any) -> None:
+    """Keep faust from ever acknowledging ``events`` (so from committing past them).
+
+    faust's ``take_events`` acknowledges every event of a batch when the loop moves on, also
+    when processing it failed; an event already marked acknowledged is skipped there.
+    """
+    for ev in events:
+        ev.message.acked = True
+        unacked.discard(ev.message)
+
 
 def seek_sources_after_recovery(consumer: Any, topics: set[str]) -> None:
     """Make faust's post-recovery seek cover every assigned partition of ``topics``.
@@ -319,9 +334,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
             metrics.stale_dropped.inc(len(events) - len(kept))
         committed = consumer._committed_offset
         kept, dropped, seeks = positions[stage].admit(kept, generation, lambda tp: committed.get(tp) or 0)
-        for ev in dropped:  # re-delivered after the seek; never acknowledged, so never committed
-            ev.message.acked = True
-            consumer._unacked_messages.discard(ev.message)
+        unacknowledge(dropped, consumer._unacked_messages)  # re-delivered after the seek
         for tp, offset in seeks.items():
             metrics.source_gaps.labels(stage).inc()
             log.warning(
@@ -412,11 +425,24 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
                 metrics.latency.observe(max(0.0, now - msg.timestamp))
         metrics.batch_seconds.labels("stage1").observe(time.perf_counter() - started)
 
-    @app.agent(events_topic, name=f"{settings.app_id}.stage1")
-    async def stage1(stream: Any) -> None:
+    async def run_stage(stream: Any, stage: str, handle: Any) -> None:
+        """Feed ``handle`` batches; a batch that fails is read again, never acknowledged."""
         seek_sources_after_recovery(app.consumer, {settings.events_topic, partials_name})
         async for events in stream.take_events(settings.batch_size, within=settings.flush_interval):
-            await stage1_batch(events)
+            try:
+                await handle(events)
+            except Exception:
+                # e.g. Kafka did not acknowledge the writes in time: the records go back to the
+                # committed offset (the next batch is cut at the gap and sought back)
+                log.exception("batch failed: its records will be read again", extra={"stage": stage})
+                metrics.batch_failures.labels(stage).inc()
+                unacknowledge(events, cast(Any, app.consumer)._unacked_messages)
+                positions[stage].forget()
+                await asyncio.sleep(1.0)
+
+    @app.agent(events_topic, name=f"{settings.app_id}.stage1")
+    async def stage1(stream: Any) -> None:
+        await run_stage(stream, "stage1", stage1_batch)
 
     async def stage2_batch(events: Sequence[EventT]) -> None:
         started = time.perf_counter()
@@ -462,9 +488,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
 
     @app.agent(partials_topic, name=f"{settings.app_id}.stage2")
     async def stage2(stream: Any) -> None:
-        seek_sources_after_recovery(app.consumer, {settings.events_topic, partials_name})
-        async for events in stream.take_events(settings.batch_size, within=settings.flush_interval):
-            await stage2_batch(events)
+        await run_stage(stream, "stage2", stage2_batch)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

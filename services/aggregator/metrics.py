@@ -44,6 +44,12 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.batch_failures = Counter(
+            "handshake_aggregator_batch_failures_total",
+            "batches whose processing failed (not acknowledged; read again from the committed offset)",
+            ["stage"],
+            registry=r,
+        )
         self.oversize_units = Counter(
             "handshake_aggregator_oversize_units_total",
             "events whose table writes exceeded one record batch (written in order, not atomically)",

@@ -166,6 +166,23 @@ def test_source_positions_cut_a_batch_at_skipped_offsets_and_seek_back() -> None
     # a new generation starts again from the committed offsets
     kept, dropped, seeks = positions.admit([_at(0, 30)], 8, lambda tp: 30)
     assert (offsets(kept), dropped, seeks) == ([(0, 30)], [], {})
+    # after a failed batch (31-32 not processed) the next one is checked from the committed offset
+    positions.forget()
+    kept, dropped, seeks = positions.admit([_at(0, 33)], 8, lambda tp: 31)
+    assert (kept, offsets(dropped), {tp.partition: o for tp, o in seeks.items()}) == ([], [(0, 33)], {0: 31})
+
+
+def test_unacknowledged_events_are_never_acknowledged_by_faust() -> None:
+    from services.aggregator.app import unacknowledge
+
+    events = [_at(0, 1), _at(0, 2)]
+    for ev in events:
+        ev.message.acked = False
+    unacked = _IdentitySet(ev.message for ev in events)
+    unacknowledge(events[:1], unacked)
+    # faust's Consumer.ack only records offsets of messages not yet marked acknowledged
+    acked = [ev.message.offset for ev in events if not ev.message.acked]
+    assert acked == [2] and events[0].message not in unacked and events[1].message in unacked
 
 
 def test_post_recovery_seek_covers_partitions_without_a_committed_offset() -> None:
