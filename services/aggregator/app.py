@@ -114,13 +114,14 @@ def in_generation(events: Sequence[EventT], generation: int | None, unacked: Any
     acknowledged-offset list; the rest are sorted by (partition, offset), once each.
     """
     current: dict[tuple[int, int], EventT] = {}
+    stale: list[EventT] = []
     for ev in events:
         msg = ev.message
         if generation is not None and msg.generation_id is not None and msg.generation_id != generation:
-            msg.acked = True  # take_events acks every buffered event: make that a no-op for this one
-            unacked.discard(msg)
-            continue
-        current.setdefault((msg.partition, msg.offset), ev)
+            stale.append(ev)
+        else:
+            current.setdefault((msg.partition, msg.offset), ev)
+    unacknowledge(stale, unacked)
     return [current[k] for k in sorted(current)]
 
 
@@ -193,6 +194,11 @@ def unacknowledge(events: Sequence[EventT], unacked: Any) -> None:
         unacked.discard(ev.message)
 
 
+def start_offset(consumer: Any, tp: Any) -> int:
+    """Where a partition's delivery starts in a consumer generation: its committed offset, or 0."""
+    return consumer._committed_offset.get(tp) or 0
+
+
 def seek_sources_after_recovery(consumer: Any, topics: set[str]) -> None:
     """Make faust's post-recovery seek cover every assigned partition of ``topics``.
 
@@ -207,10 +213,9 @@ def seek_sources_after_recovery(consumer: Any, topics: set[str]) -> None:
 
     async def perform_seek() -> None:
         await original()
-        committed = consumer._committed_offset
         for tp in consumer.assignment():
             if tp.topic in topics:
-                await consumer.seek(tp, committed.get(tp) or 0)  # no I/O: aiokafka's seek is synchronous
+                await consumer.seek(tp, start_offset(consumer, tp))  # no I/O: aiokafka's seek is synchronous
 
     consumer._handshake_seek_sources = perform_seek
     consumer.perform_seek = perform_seek
@@ -332,8 +337,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
         kept = in_generation(events, generation, consumer._unacked_messages)
         if len(kept) < len(events):
             metrics.stale_dropped.inc(len(events) - len(kept))
-        committed = consumer._committed_offset
-        kept, dropped, seeks = positions[stage].admit(kept, generation, lambda tp: committed.get(tp) or 0)
+        kept, dropped, seeks = positions[stage].admit(kept, generation, lambda tp: start_offset(consumer, tp))
         unacknowledge(dropped, consumer._unacked_messages)  # re-delivered after the seek
         for tp, offset in seeks.items():
             metrics.source_gaps.labels(stage).inc()

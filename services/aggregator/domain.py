@@ -13,8 +13,9 @@ by the event state alone: written at offset ``o``, it is a replay and changes no
 revision is applied (its previous contribution subtracted); an older or equal one changes
 nothing. The outcome does not depend on the order in which records of different events arrive,
 nor on redelivery: a partition's records may be replayed, or even delivered out of offset
-order after a rebalance, without being lost or counted twice. Stage 2 (:func:`merge_partials`) sums the partials of a pair into a
-:class:`~schemas.records.PairStats` whose ``version`` is the sum of the partials' ``updates``.
+order after a rebalance, without being lost or counted twice. Stage 2 (:func:`merge_partials`)
+sums the partials of a pair into a :class:`~schemas.records.PairStats` whose ``version`` is the
+sum of the partials' ``updates``.
 
 :func:`recompute` is the ground truth: a batch computation from the latest revision of every
 event, used by the tests (and the fault suite) to reconcile the incremental aggregates.
