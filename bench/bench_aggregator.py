@@ -2,6 +2,10 @@
 
     python bench/bench_aggregator.py [N]      (default 200000 events, two delegations each)
 
+Baselines in the same run: a raw aiokafka consumer reading and decoding the topic, and the
+floor of any faust agent (``faust_floor.py``: an agent that only takes the records in the
+aggregator's batches, then also decodes them).
+
 Uses HANDSHAKE_KAFKA_BOOTSTRAP when set, else a temporary native broker. Prints JSON and writes
 bench/results/aggregator.json.
 """
@@ -77,6 +81,21 @@ async def raw_consume(bootstrap: str, topic: str, n: int) -> tuple[float, float]
     return time.perf_counter() - began, time.process_time() - cpu0
 
 
+def faust_floor(bootstrap: str, topic: str, n: int, work: Path, *flags: str) -> dict[str, float]:
+    """events/s of a faust agent that only takes (and with ``--decode``, decodes) the records."""
+    import subprocess
+
+    out = work / f"floor{''.join(flags)}.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "faust_floor.py"), bootstrap, topic, str(n), str(out), *flags],
+        check=True,
+        capture_output=True,
+        timeout=1800,
+    )
+    result = json.loads(out.read_text())
+    return {"events_per_s": n / result["seconds"], "events_per_cpu_s": n / result["cpu_seconds"]}
+
+
 def metric(worker: WorkerProcess, name: str) -> float:
     import httpx
 
@@ -128,6 +147,8 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
     ensure_topics(bootstrap, topic_specs(AggregatorSettings(**kafka.model_dump(), app_id=app_id)))
     produce_s = produce(bootstrap, kafka.events_topic, n)
     raw_s, raw_cpu = asyncio.run(raw_consume(bootstrap, kafka.events_topic, n))
+    floor_bare = faust_floor(bootstrap, kafka.events_topic, n, work)
+    floor = faust_floor(bootstrap, kafka.events_topic, n, work, "--decode")
 
     port = free_port()
     env = worker_env(kafka, app_id=app_id, data_dir=work / "w", web_port=port, log_level="WARNING")
@@ -176,6 +197,10 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
         "pipeline_seconds_to_all_snapshots": round(pipeline_s, 2),
         "pipeline_events_per_s": round(n / pipeline_s),
         "ratio_to_raw": round((n / agg_s) / (n / raw_s), 3),
+        "faust_floor_events_per_s": round(floor_bare["events_per_s"]),
+        "faust_floor_decode_events_per_s": round(floor["events_per_s"]),
+        "faust_floor_decode_ratio_to_raw": round(floor["events_per_s"] / (n / raw_s), 3),
+        "ratio_to_faust_floor_decode": round((n / agg_s) / floor["events_per_s"], 3),
         "raw_events_per_cpu_s": round(n / raw_cpu),
         "aggregator_events_per_cpu_s": round(n / agg_cpu),
         "pipeline_events_per_cpu_s": round(n / pipeline_cpu),

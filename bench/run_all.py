@@ -70,6 +70,22 @@ ROWS: list[tuple[str, str, str, str, str, str]] = [
     ),
     (
         "aggregator",
+        "faust floor: a no-op agent taking the same batches, events/s",
+        "faust_floor_events_per_s",
+        "raw aiokafka consume+decode",
+        "raw_consume_decode_events_per_s",
+        "—",
+    ),
+    (
+        "aggregator",
+        "faust floor: the same agent decoding each record, events/s",
+        "faust_floor_decode_events_per_s",
+        "raw aiokafka consume+decode",
+        "raw_consume_decode_events_per_s",
+        "—",
+    ),
+    (
+        "aggregator",
         "pipeline events/s (to every snapshot published)",
         "pipeline_events_per_s",
         "raw aiokafka consume+decode",
