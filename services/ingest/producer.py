@@ -130,6 +130,35 @@ def murmur2(data: bytes) -> int:
     return h
 
 
+class LoopWakeup:
+    """Merges the producer's network-thread wake-ups of one event-loop iteration into one.
+
+    kafka-python's ``send()`` wakes its network thread (a socket write, then a GIL hand-off to
+    that thread) whenever a record starts a new batch, which under single-event load is almost
+    every record. On the loop thread the wake-up is made once, after the iteration's callbacks
+    (every request handled in it) have run; from any other thread it is made at once.
+    """
+
+    __slots__ = ("_scheduled", "_thread", "loop", "real")
+
+    def __init__(self, real: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.real = real
+        self.loop = loop
+        self._thread = threading.get_ident()
+        self._scheduled = False
+
+    def __call__(self) -> None:
+        if threading.get_ident() != self._thread or self.loop.is_closed():
+            self.real()
+        elif not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._fire)
+
+    def _fire(self) -> None:
+        self._scheduled = False
+        self.real()
+
+
 class KeyPartitioner(DefaultPartitioner):
     """DefaultPartitioner's choice for keyed records (murmur2 of the key, like the Java client),
     so every producer puts a key on the same partition; cheaper per record (the default
@@ -226,6 +255,10 @@ class KafkaPublisher:
             return [Outcome(False, error="producer not started") for _ in records]
         loop = asyncio.get_running_loop()
         pending = _Pending(len(records), loop)
+        sender = self._producer._sender
+        wakeup = sender.__dict__.get("wakeup")
+        if not isinstance(wakeup, LoopWakeup) or wakeup.loop is not loop:  # once per producer and loop
+            sender.wakeup = LoopWakeup(wakeup.real if isinstance(wakeup, LoopWakeup) else sender.wakeup, loop)
         if self._producer._metadata.partitions_for_topic(self.topic):
             # send() only appends to the accumulator once the topic's metadata is known: no
             # need for a thread hop (which costs a GIL handoff per request under load)
