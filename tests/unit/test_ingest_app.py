@@ -490,3 +490,32 @@ async def test_single_route_reads_the_key_as_the_bearer_dependency_does(header: 
     credentials = await bearer(StarletteRequest({"type": "http", "headers": headers}))
     expected = credentials.credentials if credentials and credentials.scheme.lower() == "bearer" else None
     assert bearer_key(header) == expected
+
+
+async def test_an_unexpected_failure_of_the_single_route_is_a_counted_500_problem(
+    env: Env, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # POST /v1/events is served ahead of the middleware stack: it must still answer as the stack would
+    async def broken(records: Any, ack_timeout: float) -> Any:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(env.publisher, "publish", broken)
+    body = is_problem(await client.post("/v1/events", json=EVENT), 500)
+    assert "secret internals" not in str(body)
+    assert body["instance"] == "/v1/events"
+    assert "unhandled error" in caplog.text
+    text = (await client.get("/metrics")).text
+    assert 'ingest_http_requests_total{method="POST",route="/v1/events",status="500"} 1.0' in text
+    assert 'ingest_http_request_seconds_count{method="POST",route="/v1/events"} 1.0' in text
+    # the route did not break: the next push is served
+    monkeypatch.undo()
+    assert (await client.post("/v1/events", json={**EVENT, "event_id": "e-2"})).status_code == 202
+
+
+async def test_other_methods_and_paths_near_the_single_route_go_down_the_stack(
+    client: httpx.AsyncClient,
+) -> None:
+    is_problem(await client.get("/v1/events"), 405)
+    assert (await client.post("/v1/events/", json=EVENT)).status_code in (307, 404)
+    text = (await client.get("/metrics")).text
+    assert 'ingest_http_requests_total{method="GET",route="/v1/events",status="405"} 1.0' in text
