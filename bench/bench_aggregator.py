@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,18 +135,23 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
+def history(bootstrap: str, n: int, prefix: str) -> tuple[KafkaSettings, str, float]:
+    """Fresh topics named ``{prefix}{tag}.*`` with ``n`` events: (settings, app id, seconds to produce)."""
     tag = uuid.uuid4().hex[:8]
     kafka = KafkaSettings(
         kafka_bootstrap=bootstrap,
-        events_topic=f"bench{tag}.events",
-        partners_topic=f"bench{tag}.partners",
-        pair_stats_topic=f"bench{tag}.pair-stats",
-        dead_letter_topic=f"bench{tag}.dead-letter",
+        events_topic=f"{prefix}{tag}.events",
+        partners_topic=f"{prefix}{tag}.partners",
+        pair_stats_topic=f"{prefix}{tag}.pair-stats",
+        dead_letter_topic=f"{prefix}{tag}.dead-letter",
     )
-    app_id = f"bench-agg-{tag}"
+    app_id = f"{prefix}-agg-{tag}"
     ensure_topics(bootstrap, topic_specs(AggregatorSettings(**kafka.model_dump(), app_id=app_id)))
-    produce_s = produce(bootstrap, kafka.events_topic, n)
+    return kafka, app_id, produce(bootstrap, kafka.events_topic, n)
+
+
+def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
+    kafka, app_id, produce_s = history(bootstrap, n, "bench")
     raw_s, raw_cpu = asyncio.run(raw_consume(bootstrap, kafka.events_topic, n))
     floor_bare = faust_floor(bootstrap, kafka.events_topic, n, work)
     floor = faust_floor(bootstrap, kafka.events_topic, n, work, "--decode")
@@ -219,18 +225,23 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+def main(
+    bench: Callable[[str, int, Path], dict[str, Any]] = run,
+    default_n: int = 200_000,
+    name: str = "aggregator",
+) -> None:
+    """``bench(bootstrap, N, workdir)`` on HANDSHAKE_KAFKA_BOOTSTRAP or a temporary broker; N from argv."""
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else default_n
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         bootstrap = os.environ.get("HANDSHAKE_KAFKA_BOOTSTRAP")
         if bootstrap:
-            result = run(bootstrap, n, work)
+            result = bench(bootstrap, n, work)
         else:
             with temporary_cluster(work / "kafka") as cluster:
-                result = run(cluster.bootstrap, n, work)
+                result = bench(cluster.bootstrap, n, work)
     print(json.dumps(result, indent=2))
-    out = ROOT / "bench" / "results" / "aggregator.json"
+    out = ROOT / "bench" / "results" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
 

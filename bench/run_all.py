@@ -12,7 +12,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "bench" / "README.md"
-BENCHES = ["bench_ingest", "bench_aggregator", "bench_api", "bench_latency"]
+BENCHES = ["bench_ingest", "bench_aggregator", "bench_restart", "bench_api", "bench_latency"]
 START, END = "<!-- results -->", "<!-- end results -->"
 
 
@@ -117,6 +117,10 @@ ROWS: list[tuple[str, str, str, str, str, str]] = [
         "—",
     ),
     ("aggregator", "worker peak RSS, MiB", "worker_peak_rss_mib", "", "", "—"),
+    ("restart", "history aggregated, events", "events", "", "", "1,000,000"),
+    ("restart", "to ready after a clean stop, s", "restart_after_clean_stop_seconds", "", "", "≤ 60 s"),
+    ("restart", "to ready after SIGKILL, s", "restart_after_sigkill_seconds", "", "", "≤ 60 s"),
+    ("restart", "worker peak RSS over the history, MiB", "worker_peak_rss_mib", "", "", "—"),
     (
         "api",
         "/v1/pairs?limit=20 p99 at 50k pairs, ms",
@@ -135,7 +139,7 @@ ROWS: list[tuple[str, str, str, str, str, str]] = [
 def render() -> str:
     loaded = {
         name: json.loads((RESULTS / f"{name}.json").read_text())
-        for name in ("ingest", "aggregator", "api", "latency")
+        for name in ("ingest", "aggregator", "restart", "api", "latency")
         if (RESULTS / f"{name}.json").exists()
     }
     lines = [

@@ -143,6 +143,9 @@ class SourcePositions:
     generation: int | None = None
     next: dict[Any, int] = field(default_factory=dict)
     sought: dict[Any, tuple[int, int]] = field(default_factory=dict)  # tp -> (sought to, first seen)
+    # tp -> (start, end): the log has no record at offsets start..end-1 (compaction, retention),
+    # as the broker answered a probe (see LogProbe); kept across generations, the log does not refill
+    holes: dict[Any, tuple[int, int]] = field(default_factory=dict)
 
     def admit(
         self, events: Sequence[EventT], generation: int | None, start: Callable[[Any], int]
@@ -166,6 +169,9 @@ class SourcePositions:
             nxt = self.next.get(tp)
             if nxt is None:
                 nxt = start(tp)
+            hole = self.holes.get(tp)
+            if hole is not None and hole[0] <= nxt < hole[1]:
+                nxt = hole[1]  # nothing to deliver before the hole's end
             offset = msg.offset
             if offset <= nxt or self.sought.get(tp) == (nxt, offset):
                 kept.append(ev)
@@ -181,6 +187,64 @@ class SourcePositions:
     def forget(self) -> None:
         """Check the next batch against the committed offsets again (after a failed batch)."""
         self.generation, self.next, self.sought = None, {}, {}
+
+    def snapshot(self) -> tuple[int | None, dict[Any, int], dict[Any, tuple[int, int]]]:
+        return self.generation, dict(self.next), dict(self.sought)
+
+    def restore(self, snapshot: tuple[int | None, dict[Any, int], dict[Any, tuple[int, int]]]) -> None:
+        self.generation, self.next, self.sought = snapshot[0], dict(snapshot[1]), dict(snapshot[2])
+
+
+class LogProbe:
+    """Asks the broker where a partition's log really goes on: the first offset at or after one.
+
+    A record beyond the next expected offset is either a hole in the log itself (compaction has
+    removed superseded records: both source topics are compacted, and a reader that lags or
+    restarts reads cleaned segments full of holes) or records faust skipped. Seeking back on a
+    hole cannot help: faust keeps delivering what it fetched before the seek and re-reads from
+    there, so every seek finds the "gap" again (a livelock, seen at 1,000,000 events). One
+    fetch of one record from a consumer of its own (no group) tells them apart.
+    """
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._consumer: Any = None
+        self._lock = asyncio.Lock()
+
+    async def first_offset(self, tp: Any, offset: int, timeout_ms: int = 5000) -> int | None:
+        """The offset of the first record at or after ``offset`` in ``tp``; None if none came in time."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        async with self._lock:
+            if self._consumer is None:
+                consumer = AIOKafkaConsumer(
+                    bootstrap_servers=self.bootstrap,
+                    group_id=None,
+                    enable_auto_commit=False,
+                    client_id="handshake-aggregator-log-probe",
+                    max_partition_fetch_bytes=64 * 1024,
+                )
+                await consumer.start()
+                self._consumer = consumer
+            partition = TopicPartition(tp.topic, tp.partition)
+            self._consumer.assign([partition])
+            self._consumer.seek(partition, offset)
+            deadline = asyncio.get_running_loop().time() + timeout_ms / 1000
+            while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                batch = await self._consumer.getmany(
+                    partition, timeout_ms=int(left * 1000) + 1, max_records=100
+                )
+                # only records at or after the offset asked for (never one fetched before the seek)
+                found = [r.offset for r in batch.get(partition) or () if r.offset >= offset]
+                if found:
+                    return int(min(found))
+            return None
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+            self._consumer = None
 
 
 def unacknowledge(events: Sequence[EventT], unacked: Any) -> None:
@@ -329,15 +393,34 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
         )
 
     positions = {"stage1": SourcePositions(), "stage2": SourcePositions()}
+    probe = LogProbe(settings.kafka_bootstrap)
+
+    async def close_probe(app: Any, *args: Any, **kwargs: Any) -> None:
+        await probe.close()
+
+    app.on_before_shutdown.connect(cast(Any, close_probe))
 
     async def current(events: Sequence[EventT], stage: str) -> list[EventT]:
         """The batch's events to process: current generation, no offset skipped before them."""
         consumer = cast(Any, app.consumer)
         generation = app.consumer_generation_id
-        kept = in_generation(events, generation, consumer._unacked_messages)
-        if len(kept) < len(events):
-            metrics.stale_dropped.inc(len(events) - len(kept))
-        kept, dropped, seeks = positions[stage].admit(kept, generation, lambda tp: start_offset(consumer, tp))
+        ordered = in_generation(events, generation, consumer._unacked_messages)
+        if len(ordered) < len(events):
+            metrics.stale_dropped.inc(len(events) - len(ordered))
+        pos = positions[stage]
+        for round_ in range(64):  # each round learns at least one hole; the bound is a safety net
+            before = pos.snapshot()
+            kept, dropped, seeks = pos.admit(ordered, generation, lambda tp: start_offset(consumer, tp))
+            learned = False
+            for tp, offset in seeks.items():
+                end = await probe.first_offset(tp, offset)
+                if end is not None and end > offset:  # a hole in the log: nothing was skipped
+                    pos.holes[tp] = (offset, end)
+                    metrics.log_holes.labels(stage).inc()
+                    learned = True
+            if not learned or round_ == 63:
+                break
+            pos.restore(before)  # and admit the batch again, knowing the holes
         unacknowledge(dropped, consumer._unacked_messages)  # re-delivered after the seek
         for tp, offset in seeks.items():
             metrics.source_gaps.labels(stage).inc()

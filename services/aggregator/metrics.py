@@ -44,6 +44,12 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.log_holes = Counter(
+            "handshake_aggregator_log_holes_total",
+            "offset gaps that are holes in the log itself (compaction, retention), as the broker answered",
+            ["stage"],
+            registry=r,
+        )
         self.batch_failures = Counter(
             "handshake_aggregator_batch_failures_total",
             "batches whose processing failed (not acknowledged; read again from the committed offset)",

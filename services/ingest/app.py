@@ -432,28 +432,35 @@ class CloseUnreadBody:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        body_read = body_already_read(scope)
-
-        async def receive_tracked() -> Message:
-            nonlocal body_read
-            message = await receive()
-            if message["type"] == "http.disconnect" or not message.get("more_body", False):
-                body_read = True
-            return message
+        body = BodyTracker(scope, receive)
 
         async def send_closing(message: Message) -> None:
-            if message["type"] == "http.response.start" and not body_read:
+            if message["type"] == "http.response.start" and not body.read:
                 kept = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"]
                 message = {**message, "headers": [*kept, (b"connection", b"close")]}
             await send(message)
 
-        await self.app(scope, receive_tracked, send_closing)
+        await self.app(scope, body.receive, send_closing)
 
 
-def body_already_read(scope: Scope) -> bool:
-    """True when the request declares no body (nothing left to read before answering)."""
-    headers = dict(scope.get("headers") or ())
-    return b"transfer-encoding" not in headers and headers.get(b"content-length", b"0").strip() == b"0"
+class BodyTracker:
+    """Whether a request's body has been read whole: ``receive`` wrapped, ``read`` the answer."""
+
+    __slots__ = ("_receive", "read")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        headers = dict(scope.get("headers") or ())
+        # no body declared: nothing is left to read before answering
+        self.read = (
+            b"transfer-encoding" not in headers and headers.get(b"content-length", b"0").strip() == b"0"
+        )
+        self._receive = receive
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            self.read = True
+        return message
 
 
 # --- the app ------------------------------------------------------------------------------
@@ -484,17 +491,9 @@ class _FastPath:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        body_read = body_already_read(scope)
-
-        async def receive_tracked() -> Message:
-            nonlocal body_read
-            message = await receive()
-            if message["type"] == "http.disconnect" or not message.get("more_body", False):
-                body_read = True
-            return message
-
+        body = BodyTracker(scope, receive)
         try:
-            response = await self.handler(Request(scope, receive_tracked))
+            response = await self.handler(Request(scope, body.receive))
         except Problem as exc:
             response = problem_response(exc, self.path)
         except Exception:
@@ -502,7 +501,7 @@ class _FastPath:
             response = problem_response(
                 Problem(500, "an unexpected error occurred; it was logged"), self.path
             )
-        if not body_read:
+        if not body.read:
             response.headers["connection"] = "close"
         try:
             await response(scope, receive, send)

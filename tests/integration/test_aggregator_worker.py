@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import random
 import shutil
 import threading
@@ -209,3 +211,83 @@ def test_events_with_the_most_delegations_are_counted_exactly(
         line for line in metrics.splitlines() if line.startswith("handshake_aggregator_oversize_units_total")
     ]
     assert oversize and float(oversize[0].split()[-1]) >= 1
+
+
+def test_a_source_with_compaction_holes_is_read_through_and_counted_exactly(
+    kafka_settings: KafkaSettings, spawn: Callable[..., WorkerProcess], producer_factory
+) -> None:
+    """Compaction leaves holes in the offsets of the events topic (and of the partials topic).
+
+    A hole is not a skip: the worker must read on past it (the broker is asked where the log goes
+    on) instead of seeking back to it forever. Seen with a lagging stage 2 at 1,000,000 events.
+    """
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from handshake.topics import admin_client
+
+    topic = kafka_settings.events_topic
+    spec = next(s for s in kafka_settings.topic_specs() if s.name == topic)
+    admin = admin_client(kafka_settings.kafka_bootstrap)
+    try:  # tiny segments, cleaned as soon as the cleaner looks (every 5 s on the test broker)
+        config = {**spec.config, "segment.bytes": "16384", "min.cleanable.dirty.ratio": "0.01"}
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
+    finally:
+        admin.close()
+    rng = random.Random(5)
+    events: list[AcceptedEvent] = []
+    countries = ["US", "CN", "FR", "DE", "JP", "BR", "KE", "NG"]
+    for revision in range(1, 9):  # every event corrected 7 times: compaction drops the older ones
+        for i in range(60):
+            host, guest = rng.sample(countries, 2)
+            events.append(
+                make_event(
+                    f"p{i % 3}", f"e{i}", revision=revision, host=host, delegations=[(guest, revision)]
+                )
+            )
+    producer = producer_factory()
+    produce(producer, topic, events)
+
+    def holes() -> int:
+        """Offsets missing before or between the records of the topic, as aiokafka reads them."""
+
+        async def read() -> dict[int, list[int]]:
+            from aiokafka import AIOKafkaConsumer, TopicPartition
+
+            consumer = AIOKafkaConsumer(bootstrap_servers=kafka_settings.kafka_bootstrap, group_id=None)
+            await consumer.start()
+            try:
+                tps = [TopicPartition(topic, p) for p in range(spec.partitions)]
+                consumer.assign(tps)
+                await consumer.seek_to_beginning(*tps)
+                ends = await consumer.end_offsets(tps)
+                seen: dict[int, list[int]] = {tp.partition: [] for tp in tps}
+                while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                    for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
+                        seen[tp.partition].extend(r.offset for r in records)
+                return seen
+            finally:
+                await consumer.stop()
+
+        found = 0
+        for offsets in asyncio.run(read()).values():
+            found += sum(1 for a, b in itertools.pairwise([-1, *offsets]) if b > a + 1)
+        return found
+
+    deadline = time.monotonic() + 60
+    while holes() == 0:
+        assert time.monotonic() < deadline, "the broker never compacted the events topic"
+        produce(producer, topic, events[-1:])  # rolls the segment the cleaner waits on
+        time.sleep(2)
+
+    worker = spawn()
+    worker.wait_ready(90)
+    assert wait_for_truth(kafka_settings.kafka_bootstrap, kafka_settings.pair_stats_topic, events, 90) == {}
+    metrics = httpx.get(f"http://127.0.0.1:{worker.web_port}/metrics").text
+
+    def counter(name: str) -> float:
+        return sum(float(ln.rsplit(" ", 1)[1]) for ln in metrics.splitlines() if ln.startswith(name))
+
+    assert counter('handshake_aggregator_log_holes_total{stage="stage1"}') >= 1
+    # the gaps were holes, not taken for skipped records and sought back to (without the probe,
+    # ~10 seeks here; 1 seen in 15 runs with it: records faust really skipped once, or a probe late)
+    assert counter("handshake_aggregator_source_gaps_total{") <= 2

@@ -172,6 +172,29 @@ def test_source_positions_cut_a_batch_at_skipped_offsets_and_seek_back() -> None
     assert (kept, offsets(dropped), {tp.partition: o for tp, o in seeks.items()}) == ([], [(0, 33)], {0: 31})
 
 
+def test_known_log_holes_are_read_through_and_survive_a_new_generation() -> None:
+    from services.aggregator.app import SourcePositions
+
+    positions = SourcePositions()
+    offsets = lambda evs: [(e.message.partition, e.message.offset) for e in evs]  # noqa: E731
+    events = [_at(0, 10), _at(0, 14), _at(0, 15), _at(0, 20)]
+    before = positions.snapshot()
+    kept, dropped, seeks = positions.admit(events, 3, lambda tp: 10)
+    assert (offsets(kept), {tp.partition: o for tp, o in seeks.items()}) == ([(0, 10)], {0: 11})
+    # the broker says the log goes on at 14 (11-13 were compacted away): the batch is admitted again
+    positions.restore(before)
+    positions.holes[next(iter(seeks))] = (11, 14)
+    kept, dropped, seeks = positions.admit(events, 3, lambda tp: 10)
+    assert (offsets(kept), offsets(dropped), {tp.partition: o for tp, o in seeks.items()}) == (
+        [(0, 10), (0, 14), (0, 15)],
+        [(0, 20)],
+        {0: 16},  # 16-19 is another gap: asked about in its turn
+    )
+    # a new generation starting inside the hole goes on at its end, without a seek
+    kept, dropped, seeks = positions.admit([_at(0, 14)], 4, lambda tp: 12)
+    assert (offsets(kept), dropped, seeks) == ([(0, 14)], [], {})
+
+
 def test_unacknowledged_events_are_never_acknowledged_by_faust() -> None:
     from services.aggregator.app import unacknowledge
 

@@ -1,0 +1,74 @@
+"""Aggregator restart with a long history: time to ready after a clean stop and after SIGKILL.
+
+    python bench/bench_restart.py [N]      (default 1000000 events, two delegations each)
+
+One worker aggregates N events (and every partial they publish), then is stopped cleanly and
+restarted, then SIGKILLed and restarted; each restart is timed from the process start to
+``/readyz`` answering 200. Uses HANDSHAKE_KAFKA_BOOTSTRAP when set, else a temporary native
+broker. Prints JSON and writes bench/results/restart.json.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_aggregator import history, main, metric, rss_mb  # noqa: E402
+
+from handshake.broker import free_port  # noqa: E402
+from services.aggregator.testing import WorkerProcess, worker_env  # noqa: E402
+
+
+def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
+    kafka, app_id, produce_s = history(bootstrap, n, "restart")
+    port = free_port()
+    env = worker_env(kafka, app_id=app_id, data_dir=work / "w", web_port=port, log_level="WARNING")
+    worker = WorkerProcess(env, port, work / "worker.log").start()
+    began = time.perf_counter()
+    worker.wait_ready(300)
+    while metric(worker, "handshake_aggregator_events_total") < n or metric(
+        worker, "handshake_aggregator_partials_consumed_total"
+    ) < metric(worker, "handshake_aggregator_partials_published_total"):
+        time.sleep(1)
+        if time.perf_counter() - began > 7200:
+            raise TimeoutError("the worker did not finish")
+    aggregate_s = time.perf_counter() - began
+    peak = rss_mb(worker.proc.pid)
+    worker.stop()
+
+    worker = WorkerProcess(env, port, work / "worker2.log").start()
+    clean_restart_s = worker.wait_ready(600)
+    processed_after_clean = metric(worker, "handshake_aggregator_events_total")
+    worker.proc.send_signal(signal.SIGKILL)
+    worker.proc.wait()
+
+    worker = WorkerProcess(env, port, work / "worker3.log").start()
+    kill_restart_s = worker.wait_ready(600)
+    peak_after_kill = rss_mb(worker.proc.pid)
+    worker.stop()
+    data_bytes = sum(f.stat().st_size for f in (work / "w").rglob("*") if f.is_file())
+    return {
+        "events": n,
+        "produce_events_per_s": round(n / produce_s),
+        "aggregate_seconds": round(aggregate_s, 1),
+        "aggregate_events_per_s": round(n / aggregate_s),
+        "restart_after_clean_stop_seconds": round(clean_restart_s, 2),
+        "events_processed_again_after_clean_stop": int(processed_after_clean),
+        "restart_after_sigkill_seconds": round(kill_restart_s, 2),
+        "worker_peak_rss_mib": round(peak, 1),
+        "restarted_worker_peak_rss_mib": round(peak_after_kill, 1),
+        "local_state_mib": round(data_bytes / 2**20, 1),
+        "cpus": os.cpu_count(),
+    }
+
+
+if __name__ == "__main__":
+    main(run, 1_000_000, "restart")
