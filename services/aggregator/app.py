@@ -13,7 +13,9 @@ Kafka.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import logging
 import time
 from collections import Counter
@@ -143,9 +145,10 @@ class SourcePositions:
     generation: int | None = None
     next: dict[Any, int] = field(default_factory=dict)
     sought: dict[Any, tuple[int, int]] = field(default_factory=dict)  # tp -> (sought to, first seen)
-    # tp -> (start, end): the log has no record at offsets start..end-1 (compaction, retention),
-    # as the broker answered a probe (see LogProbe); kept across generations, the log does not refill
-    holes: dict[Any, tuple[int, int]] = field(default_factory=dict)
+    # tp -> (start, offsets): from ``start`` up to ``offsets[-1]`` the log holds exactly these
+    # offsets, as the broker answered a probe (see LogProbe); compaction only ever removes
+    # records, so what is absent stays absent (kept across generations)
+    known: dict[Any, tuple[int, list[int]]] = field(default_factory=dict)
 
     def admit(
         self, events: Sequence[EventT], generation: int | None, start: Callable[[Any], int]
@@ -169,9 +172,7 @@ class SourcePositions:
             nxt = self.next.get(tp)
             if nxt is None:
                 nxt = start(tp)
-            hole = self.holes.get(tp)
-            if hole is not None and hole[0] <= nxt < hole[1]:
-                nxt = hole[1]  # nothing to deliver before the hole's end
+            nxt = self.first_existing(tp, nxt)  # holes in the log hold nothing to deliver
             offset = msg.offset
             if offset <= nxt or self.sought.get(tp) == (nxt, offset):
                 kept.append(ev)
@@ -187,6 +188,17 @@ class SourcePositions:
     def forget(self) -> None:
         """Check the next batch against the committed offsets again (after a failed batch)."""
         self.generation, self.next, self.sought = None, {}, {}
+
+    def first_existing(self, tp: Any, offset: int) -> int:
+        """The first offset at or after ``offset`` known to hold a record (``offset`` if unknown)."""
+        known = self.known.get(tp)
+        if known is None or not known[0] <= offset <= known[1][-1]:
+            return offset
+        return known[1][bisect.bisect_left(known[1], offset)]
+
+    def covers(self, tp: Any, offset: int) -> bool:
+        known = self.known.get(tp)
+        return known is not None and known[0] <= offset <= known[1][-1]
 
     def snapshot(self) -> tuple[int | None, dict[Any, int], dict[Any, tuple[int, int]]]:
         return self.generation, dict(self.next), dict(self.sought)
@@ -211,8 +223,9 @@ class LogProbe:
         self._consumer: Any = None
         self._lock = asyncio.Lock()
 
-    async def first_offset(self, tp: Any, offset: int, timeout_ms: int = 5000) -> int | None:
-        """The offset of the first record at or after ``offset`` in ``tp``; None if none came in time."""
+    async def offsets_from(self, tp: Any, offset: int, timeout_ms: int = 5000) -> list[int]:
+        """The offsets of the records of one fetch of ``tp`` from ``offset`` (empty if none came in
+        time): every offset missing between them is a hole, so one probe answers for many."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         async with self._lock:
@@ -222,7 +235,7 @@ class LogProbe:
                     group_id=None,
                     enable_auto_commit=False,
                     client_id="handshake-aggregator-log-probe",
-                    max_partition_fetch_bytes=64 * 1024,
+                    max_partition_fetch_bytes=1024 * 1024,
                 )
                 await consumer.start()
                 self._consumer = consumer
@@ -232,13 +245,13 @@ class LogProbe:
             deadline = asyncio.get_running_loop().time() + timeout_ms / 1000
             while (left := deadline - asyncio.get_running_loop().time()) > 0:
                 batch = await self._consumer.getmany(
-                    partition, timeout_ms=int(left * 1000) + 1, max_records=100
+                    partition, timeout_ms=int(left * 1000) + 1, max_records=10_000
                 )
                 # only records at or after the offset asked for (never one fetched before the seek)
-                found = [r.offset for r in batch.get(partition) or () if r.offset >= offset]
+                found = sorted(int(r.offset) for r in batch.get(partition) or () if r.offset >= offset)
                 if found:
-                    return int(min(found))
-            return None
+                    return found
+            return []
 
     async def close(self) -> None:
         if self._consumer is not None:
@@ -413,11 +426,14 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
             kept, dropped, seeks = pos.admit(ordered, generation, lambda tp: start_offset(consumer, tp))
             learned = False
             for tp, offset in seeks.items():
-                end = await probe.first_offset(tp, offset)
-                if end is not None and end > offset:  # a hole in the log: nothing was skipped
-                    pos.holes[tp] = (offset, end)
-                    metrics.log_holes.labels(stage).inc()
-                    learned = True
+                if pos.covers(tp, offset):
+                    continue  # the record there exists: it was skipped
+                found = await probe.offsets_from(tp, offset)
+                if found:
+                    pos.known[tp] = (offset, found)
+                    holes = (found[0] > offset) + sum(b > a + 1 for a, b in itertools.pairwise(found))
+                    metrics.log_holes.labels(stage).inc(holes)
+                    learned = learned or found[0] > offset  # a hole there: nothing was skipped
             if not learned or round_ == 63:
                 break
             pos.restore(before)  # and admit the batch again, knowing the holes

@@ -181,16 +181,19 @@ def test_known_log_holes_are_read_through_and_survive_a_new_generation() -> None
     before = positions.snapshot()
     kept, dropped, seeks = positions.admit(events, 3, lambda tp: 10)
     assert (offsets(kept), {tp.partition: o for tp, o in seeks.items()}) == ([(0, 10)], {0: 11})
-    # the broker says the log goes on at 14 (11-13 were compacted away): the batch is admitted again
+    # a probe from 11 found records at 14, 15, 17 and 18 (the rest was compacted away)
+    tp = next(iter(seeks))
     positions.restore(before)
-    positions.holes[next(iter(seeks))] = (11, 14)
+    positions.known[tp] = (11, [14, 15, 17, 18])
+    assert [positions.first_existing(tp, o) for o in (10, 11, 16, 18, 19)] == [10, 14, 17, 18, 19]
     kept, dropped, seeks = positions.admit(events, 3, lambda tp: 10)
     assert (offsets(kept), offsets(dropped), {tp.partition: o for tp, o in seeks.items()}) == (
         [(0, 10), (0, 14), (0, 15)],
         [(0, 20)],
-        {0: 16},  # 16-19 is another gap: asked about in its turn
+        {0: 17},  # 17 exists and did not come: skipped, so sought back to (it is covered: no probe)
     )
-    # a new generation starting inside the hole goes on at its end, without a seek
+    assert positions.covers(tp, 17) and not positions.covers(tp, 19)
+    # a new generation starting inside a hole goes on at the next record, without a seek
     kept, dropped, seeks = positions.admit([_at(0, 14)], 4, lambda tp: 12)
     assert (offsets(kept), dropped, seeks) == ([(0, 14)], [], {})
 
