@@ -100,7 +100,13 @@ def faust_floor(bootstrap: str, topic: str, n: int, work: Path, *flags: str) -> 
 def metric(worker: WorkerProcess, name: str) -> float:
     import httpx
 
-    text = httpx.get(f"http://127.0.0.1:{worker.web_port}/metrics", timeout=5).text
+    for attempt in range(12):  # a busy worker may answer late: a slow answer is not a failure
+        try:
+            text = httpx.get(f"http://127.0.0.1:{worker.web_port}/metrics", timeout=10).text
+            break
+        except httpx.TimeoutException:
+            if attempt == 11:
+                raise
     total = 0.0
     for line in text.splitlines():
         if line.startswith(name) and not line.startswith(name + "_created"):
