@@ -208,14 +208,15 @@ class SourcePositions:
 
 
 class LogProbe:
-    """Asks the broker where a partition's log really goes on: the first offset at or after one.
+    """Asks the broker which offsets a partition's log really holds from a given one on.
 
     A record beyond the next expected offset is either a hole in the log itself (compaction has
     removed superseded records: both source topics are compacted, and a reader that lags or
     restarts reads cleaned segments full of holes) or records faust skipped. Seeking back on a
     hole cannot help: faust keeps delivering what it fetched before the seek and re-reads from
     there, so every seek finds the "gap" again (a livelock, seen at 1,000,000 events). One
-    fetch of one record from a consumer of its own (no group) tells them apart.
+    fetch from a consumer of its own (no group) tells them apart, for every offset up to the
+    last record it returns.
     """
 
     def __init__(self, bootstrap: str) -> None:
