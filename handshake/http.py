@@ -147,8 +147,13 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - last resort
-        log.exception("unhandled error", extra={"path": request.url.path})
-        return problem_response(Problem(500, "an unexpected error occurred; it was logged"), request.url.path)
+        return unexpected_problem(request.url.path)
+
+
+def unexpected_problem(path: str) -> JSONResponse:
+    """The 500 answer to an unexpected exception (call it in the ``except``): logged, no trace."""
+    log.exception("unhandled error", extra={"path": path})
+    return problem_response(Problem(500, "an unexpected error occurred; it was logged"), path)
 
 
 class RequestMetrics:

@@ -39,6 +39,7 @@ from handshake.http import (
     install_problem_handlers,
     problem_response,
     problem_responses,
+    unexpected_problem,
 )
 from schemas.events import (
     MAX_REVISION,
@@ -497,10 +498,7 @@ class _FastPath:
         except Problem as exc:
             response = problem_response(exc, self.path)
         except Exception:
-            log.exception("unhandled error", extra={"path": self.path})
-            response = problem_response(
-                Problem(500, "an unexpected error occurred; it was logged"), self.path
-            )
+            response = unexpected_problem(self.path)
         if not body.read:
             response.headers["connection"] = "close"
         try:
