@@ -51,6 +51,23 @@ ROWS: list[tuple[str, str, str, str, str, str]] = [
         "raw_producer.records_per_s",
         "≥ 0.50x raw",
     ),
+    ("ingest", "batch endpoint: concurrent batches of the headline", "batch.concurrency", "", "", "—"),
+    (
+        "ingest",
+        "batch vs raw, median ratio at 2 concurrent batches",
+        "batch_median_ratio_by_concurrency.2",
+        "",
+        "",
+        "—",
+    ),
+    (
+        "ingest",
+        "batch vs raw, median ratio at 4 concurrent batches",
+        "batch_median_ratio_by_concurrency.4",
+        "",
+        "",
+        "—",
+    ),
     (
         "ingest",
         "single POST, requests/s",

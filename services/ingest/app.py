@@ -52,9 +52,9 @@ from schemas.events import (
     parse_event,
 )
 from schemas.records import PartnerRecord, encode_accepted, encode_event, event_key
+from services.ingest.batchwork import BatchEncoder, BatchRecords, Encoded, Invalid
 from services.ingest.domain import (
     Accept,
-    BatchItem,
     BodyError,
     Conflict,
     Duplicate,
@@ -62,9 +62,7 @@ from services.ingest.domain import (
     ViewEntry,
     decide,
     load_json,
-    parse_batch,
     retry_after_header,
-    validate_item,
 )
 from services.ingest.follower import Sink, TopicFollower
 from services.ingest.partners import Partners
@@ -201,6 +199,11 @@ class IngestMetrics:
             "ingest_in_flight_records", "records sent and not yet acknowledged", registry=registry
         )
         self.ready = Gauge("ingest_ready", "1 when /readyz answers 200", registry=registry)
+        self.batch_workers = Gauge(
+            "ingest_batch_workers",
+            "processes encoding batch bodies off the event loop (0 until the first big batch starts them)",
+            registry=registry,
+        )
 
     def count(self, partner: str, outcome: str, reason: str = "", n: int = 1) -> None:
         if n:
@@ -228,6 +231,7 @@ class Ingest:
     view: EventsView
     metrics: IngestMetrics
     limiter: RateLimiter
+    encoder: BatchEncoder
     locks: KeyLocks = field(default_factory=KeyLocks)
 
     def checks(self) -> dict[str, bool]:
@@ -263,13 +267,19 @@ class Ingest:
     ) -> tuple[str, Accept | Duplicate | Conflict, Pending | None]:
         key = event_key(partner_id, event.event_id)
         record, digest = encode_accepted(event, partner_id, received_at)
-        existing = overlay.get(key) or self.view.get(key)
-        decision = decide(existing, event, digest)
+        decision, pending = self.judge(key, event.revision, event.status.value, digest, record, overlay)
+        return key, decision, pending
+
+    def judge(
+        self, key: str, revision: int, status: str, digest: str, record: Record, overlay: dict[str, ViewEntry]
+    ) -> tuple[Accept | Duplicate | Conflict, Pending | None]:
+        """The revision rule against the view and ``overlay`` (this request's earlier records)."""
+        decision = decide(overlay.get(key) or self.view.get(key), revision, digest)
         if not isinstance(decision, Accept):
-            return key, decision, None
-        entry = ViewEntry(event.revision, digest, event.status.value, record[1])
+            return decision, None
+        entry = ViewEntry(revision, digest, status, record[1])
         overlay[key] = entry
-        return key, decision, Pending(key, entry, record)
+        return decision, Pending(key, entry, record)
 
     async def send(self, pending: list[Pending]) -> None:
         if not pending:
@@ -557,7 +567,16 @@ def create_app(
         if followed:
             follower = TopicFollower(settings.kafka_bootstrap, followed, poll_ms=settings.view_poll_ms)
 
-    svc = Ingest(settings, publisher, partners, view, metrics, RateLimiter(settings.burst_seconds))
+    svc = Ingest(
+        settings,
+        publisher,
+        partners,
+        view,
+        metrics,
+        RateLimiter(settings.burst_seconds),
+        BatchEncoder(settings.batch_workers),
+    )
+    metrics.batch_workers.set_function(lambda: svc.encoder.workers if svc.encoder.pooled() else 0)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -569,7 +588,7 @@ def create_app(
             )
         started: list[Any] = []
         try:
-            for component in (svc.publisher, svc.partners, svc.view):
+            for component in (svc.publisher, svc.partners, svc.view, svc.encoder):
                 await asyncio.to_thread(component.start)
                 started.append(component)
             if follower is not None:
@@ -689,11 +708,18 @@ def create_app(
         svc.require_view()
         raw = await read_body(request, settings.max_body_bytes)
         try:
-            items = parse_batch(raw, kind == NDJSON, settings.max_batch_records, settings.max_json_depth)
+            records = await svc.encoder.encode(
+                raw,
+                kind == NDJSON,
+                settings.max_batch_records,
+                settings.max_json_depth,
+                partner.partner_id,
+                datetime.now(UTC),
+            )
         except BodyError as exc:
             raise _body_problem(exc) from None
-        svc.rate(partner, len(items))
-        return await _process_batch(svc, partner, items)
+        svc.rate(partner, len(records))
+        return await _process_batch(svc, partner, records)
 
     @app.delete(
         "/v1/events/{event_id}",
@@ -778,27 +804,26 @@ def _uses_kafka(svc: Ingest) -> bool:
     return isinstance(svc.publisher, KafkaPublisher)
 
 
-async def _process_batch(svc: Ingest, partner: PartnerRecord, items: list[BatchItem]) -> Response:
+async def _process_batch(svc: Ingest, partner: PartnerRecord, records: BatchRecords) -> Response:
     pid = partner.partner_id
-    validated = [(item, validate_item(item)) for item in items]
     results: list[dict[str, Any]] = []
     pending: list[tuple[dict[str, Any], Pending]] = []
     counts = {"accepted": 0, "duplicate": 0, "rejected": 0, "conflict": 0, "unavailable": 0}
-    now = datetime.now(UTC)
-    async with svc.locks.hold(event_key(pid, ev.event_id) for _, ev in validated if ev is not None):
+    async with svc.locks.hold(r.key for r in records if type(r) is Encoded):
         overlay: dict[str, ViewEntry] = {}
-        for item, event in validated:
-            result: dict[str, Any] = {"index": item.index}
-            if item.line is not None:
-                result["line"] = item.line
+        for r in records:
+            result: dict[str, Any] = {"index": r.position}
+            if r.line is not None:
+                result["line"] = r.line
             results.append(result)
-            if event is None:
+            if type(r) is Invalid:
                 result["status"] = "rejected"
-                result["errors"] = errors_out(item.errors)
+                result["errors"] = r.errors
                 continue
-            key, decision, p = svc.prepare(pid, event, now, overlay)
-            result["key"] = key
-            result["revision"] = event.revision
+            assert type(r) is Encoded
+            decision, p = svc.judge(r.key, r.revision, r.status, r.digest, r.record, overlay)
+            result["key"] = r.key
+            result["revision"] = r.revision
             if isinstance(decision, Duplicate):
                 result["status"] = "duplicate"
             elif isinstance(decision, Conflict):

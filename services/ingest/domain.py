@@ -46,7 +46,7 @@ class Conflict:
 Decision = Accept | Duplicate | Conflict
 
 
-def decide(existing: ViewEntry | None, event: ExchangeEvent, event_hash: str) -> Decision:
+def decide(existing: ViewEntry | None, revision: int, event_hash: str) -> Decision:
     """The revision rule (DESIGN.md section 4).
 
     - nothing stored, or the stored revision is older: accept;
@@ -54,18 +54,18 @@ def decide(existing: ViewEntry | None, event: ExchangeEvent, event_hash: str) ->
     - same revision with other content: conflict;
     - an older revision than the stored one: conflict.
     """
-    if existing is None or existing.revision < event.revision:
+    if existing is None or existing.revision < revision:
         return Accept()
-    if existing.revision == event.revision:
+    if existing.revision == revision:
         if hmac.compare_digest(existing.content_hash, event_hash):
             return Duplicate()
         return Conflict(
-            f"revision {event.revision} is already stored with different content; "
+            f"revision {revision} is already stored with different content; "
             f"send a correction with revision {existing.revision + 1}",
             existing.revision,
         )
     return Conflict(
-        f"revision {event.revision} is older than the stored revision {existing.revision}",
+        f"revision {revision} is older than the stored revision {existing.revision}",
         existing.revision,
     )
 

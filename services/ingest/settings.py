@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field
 
 from handshake.settings import KafkaSettings
@@ -38,6 +40,13 @@ class IngestSettings(KafkaSettings):
         description="FastAPI's OpenTelemetry spans, metrics and logs (configure providers or OTEL_* env)",
     )
     create_topics: bool = Field(True, description="declare the topics at start-up (refuse wrong policies)")
+    batch_workers: int = Field(
+        default_factory=lambda: 1 if (os.cpu_count() or 1) > 1 else 0,
+        ge=0,
+        le=16,
+        description="processes that decode, validate and encode batch bodies off the event loop "
+        "(0: on the loop; default 1 when the machine has more than one CPU)",
+    )
     view_poll_ms: int = Field(
         100, ge=10, le=1000, description="longest wait of one fetch of the partners/events follower"
     )

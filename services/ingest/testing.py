@@ -25,11 +25,14 @@ def ingest_settings(kafka: KafkaSettings, **overrides: Any) -> IngestSettings:
 
 @contextlib.asynccontextmanager
 async def running_ingest(
-    settings: IngestSettings, key: str | None = None
+    settings: IngestSettings, key: str | None = None, *, batch_workers_up: bool = False
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app with real adapters, lifespan run, once /readyz says ready."""
+    """The real app with real adapters, lifespan run, once /readyz says ready (and, when asked,
+    once its batch worker processes are up, which otherwise start on the first big batch)."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
+        if batch_workers_up:
+            assert await asyncio.to_thread(app.state.ingest.encoder.warm, 60), "batch workers did not start"
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(

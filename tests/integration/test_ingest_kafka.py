@@ -54,8 +54,11 @@ async def test_accepted_push_is_on_the_topic_with_key_and_cloudevents_headers(
     assert event.title == EVENT["title"]
 
 
-async def test_batch_of_1000_with_10_invalid(kafka_settings: KafkaSettings, consumer_factory: Any) -> None:
-    settings = ingest_settings(kafka_settings)
+@pytest.mark.parametrize("workers", [0, 1], ids=["on-the-loop", "in-a-worker-process"])
+async def test_batch_of_1000_with_10_invalid(
+    kafka_settings: KafkaSettings, consumer_factory: Any, workers: int
+) -> None:
+    settings = ingest_settings(kafka_settings, batch_workers=workers)
     _, key = await asyncio.to_thread(create_partner, settings, "Bulk Partner", 10_000)
     invalid = set(range(5, 1000, 100))
     lines = []
@@ -64,10 +67,12 @@ async def test_batch_of_1000_with_10_invalid(kafka_settings: KafkaSettings, cons
         if i in invalid:
             item["host_country"] = "ZZ"
         lines.append(orjson.dumps(item))
-    async with running_ingest(settings, key) as client:
+    async with running_ingest(settings, key, batch_workers_up=workers > 0) as client:
         resp = await client.post(
             "/v1/events/batch", content=b"\n".join(lines), headers={"Content-Type": "application/x-ndjson"}
         )
+        metrics = (await client.get("/metrics")).text
+    assert f"ingest_batch_workers {workers:.1f}" in metrics
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert (body["accepted"], body["rejected"], body["duplicate"], body["unavailable"]) == (990, 10, 0, 0)

@@ -52,26 +52,26 @@ def entry(ev: ExchangeEvent) -> ViewEntry:
 
 def test_nothing_stored_is_accepted() -> None:
     ev = event()
-    assert decide(None, ev, content_hash(ev)) == Accept()
+    assert decide(None, ev.revision, content_hash(ev)) == Accept()
 
 
 def test_newer_revision_is_accepted() -> None:
     stored = event()
     new = event(revision=2, title="Changed")
-    assert decide(entry(stored), new, content_hash(new)) == Accept()
+    assert decide(entry(stored), new.revision, content_hash(new)) == Accept()
 
 
 def test_same_revision_same_content_is_duplicate() -> None:
     ev = event()
     # key order and delegation order do not matter to the content hash
     again = parse_event(dict(reversed(list({**BASE}.items()))))
-    assert decide(entry(ev), again, content_hash(again)) == Duplicate()
+    assert decide(entry(ev), again.revision, content_hash(again)) == Duplicate()
 
 
 def test_same_revision_other_content_is_conflict() -> None:
     stored = event()
     other = event(title="Another title")
-    decision = decide(entry(stored), other, content_hash(other))
+    decision = decide(entry(stored), other.revision, content_hash(other))
     assert isinstance(decision, Conflict)
     assert decision.stored_revision == 1
     assert "revision 2" in decision.reason
@@ -80,7 +80,7 @@ def test_same_revision_other_content_is_conflict() -> None:
 def test_older_revision_is_conflict() -> None:
     stored = event(revision=3)
     old = event(revision=2)
-    decision = decide(entry(stored), old, content_hash(old))
+    decision = decide(entry(stored), old.revision, content_hash(old))
     assert isinstance(decision, Conflict)
     assert "older" in decision.reason
     assert decision.stored_revision == 3
@@ -90,7 +90,7 @@ def test_older_revision_is_conflict() -> None:
 def test_decision_table(stored: int, sent: int, same: bool) -> None:
     ev = event(revision=sent)
     existing = ViewEntry(stored, content_hash(ev) if same else "0" * 64, "announced")
-    decision = decide(existing, ev, content_hash(ev))
+    decision = decide(existing, ev.revision, content_hash(ev))
     if sent > stored:
         assert decision == Accept()
     elif sent == stored and same:
