@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import functools
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Annotated
@@ -53,9 +52,17 @@ def event_key(partner_id: str, event_id: str) -> str:
     return f"{partner_id}/{event_id}"
 
 
-@functools.lru_cache(maxsize=64)  # a batch's records share one received_at
+_last_time: list[tuple[datetime, str]] = [(datetime.min.replace(tzinfo=UTC), "")]
+
+
 def _rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    # a batch's records share one received_at object: formatted once (an identity check is
+    # cheaper than an lru_cache, whose hashing cost more than it saved for single events)
+    last, text = _last_time[0]
+    if value is not last:
+        text = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        _last_time[0] = (value, text)
+    return text
 
 
 def encode_event(event: AcceptedEvent) -> tuple[bytes, bytes, Headers]:
