@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -86,6 +88,23 @@ def _encode_in_worker(
 
 def _ready() -> bool:
     return True
+
+
+def _exit_with_parent() -> None:
+    """Worker initializer: leave when ingest goes, however it goes.
+
+    A worker blocks reading its task queue, and a parent killed with SIGKILL never closes it:
+    without this the worker (and multiprocessing's resource tracker) would outlive ingest.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:  # pragma: no cover - always set in a spawned worker
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class BatchEncoder:
@@ -161,7 +180,9 @@ class BatchEncoder:
         fresh: ProcessPoolExecutor | None = None
         try:
             # spawn, not fork: the parent runs kafka-python's threads and the event loop
-            fresh = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            fresh = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent
+            )
             for f in [fresh.submit(_ready) for _ in range(self.workers)]:
                 f.result(timeout=60)
         except Exception as exc:

@@ -27,6 +27,11 @@ def run(settings: IngestSettings) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        # no "server: uvicorn" header (it only tells scanners what to try), and no proxy-header
+        # rewriting of the client address, which ingest never uses (partners are known by key);
+        # both also cost time on every request (a header to validate, a middleware layer)
+        server_header=False,
+        proxy_headers=False,
     )
 
 

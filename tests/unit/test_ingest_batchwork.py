@@ -6,6 +6,8 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -119,3 +121,40 @@ def test_a_killed_worker_costs_no_batch_and_a_new_pool_starts(pooled: BatchEncod
     [fresh] = multiprocessing.active_children()
     assert fresh.pid != worker.pid
     assert asyncio.run(pooled.encode(body, True, 1000, 32, "p", NOW)) == expected
+
+
+def running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_do_not_outlive_a_killed_ingest() -> None:
+    """SIGKILL never lets a parent close the worker's task queue: the worker watches it instead."""
+    code = (
+        "import multiprocessing, os, signal\n"
+        "from services.ingest.batchwork import BatchEncoder\n"
+        "assert BatchEncoder(1).warm(60)\n"
+        "print(*(p.pid for p in multiprocessing.active_children()), flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # not subprocess.run: an orphaned worker would hold the output pipe open (a hang, not a failure)
+    with subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": root},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert proc.wait(60) == -signal.SIGKILL
+    [pid] = [int(p) for p in line.split()]
+    deadline = time.monotonic() + 15
+    while running(pid):
+        assert time.monotonic() < deadline, f"batch worker {pid} outlived its parent"
+        time.sleep(0.1)
