@@ -277,11 +277,21 @@ class Ingest:
         wait = self.limiter.take(partner.partner_id, partner.rate_per_second, n, time.monotonic())
         if wait > 0:
             self.metrics.count(partner.partner_id, "rejected", "rate_limited", n)
-            raise Problem(
-                429,
-                f"over the rate of {partner.rate_per_second:g} events per second; retry later",
-                headers={"Retry-After": retry_after_header(wait)},
-            )
+            raise self._over_rate(partner, wait)
+
+    def rate_allows_one(self, partner: PartnerRecord) -> None:
+        """429 at once when not even one record would pass: a batch over the rate is refused
+        before its body is read and decoded (the work a flood would otherwise cost)."""
+        wait = self.limiter.wait(partner.partner_id, partner.rate_per_second, 1, time.monotonic())
+        if wait > 0:
+            raise self._over_rate(partner, wait)
+
+    def _over_rate(self, partner: PartnerRecord, wait: float) -> Problem:
+        return Problem(
+            429,
+            f"over the rate of {partner.rate_per_second:g} events per second; retry later",
+            headers={"Retry-After": retry_after_header(wait)},
+        )
 
     def prepare(
         self, partner_id: str, event: ExchangeEvent, received_at: datetime, overlay: dict[str, ViewEntry]
@@ -727,6 +737,7 @@ def create_app(
         """
         kind = require_media(request, (JSON, NDJSON))
         svc.require_view()
+        svc.rate_allows_one(partner)
         raw = await read_body(request, settings.max_body_bytes)
         try:
             records = await svc.encoder.encode(

@@ -188,11 +188,17 @@ class TokenBucket:
 
     def take(self, n: int, now: float) -> float:
         """Take ``n`` tokens; 0.0 when allowed, else the seconds to wait before retrying."""
+        wait = self.wait(n, now)
+        if wait == 0.0:
+            self.tokens -= n
+        return wait
+
+    def wait(self, n: int, now: float) -> float:
+        """What :meth:`take` would answer, taking nothing."""
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
         needed = min(float(n), self.capacity)
         if self.tokens >= needed:
-            self.tokens -= n
             return 0.0
         return (needed - self.tokens) / self.rate
 
@@ -205,13 +211,20 @@ class RateLimiter:
         self._buckets: dict[str, TokenBucket] = {}
 
     def take(self, partner_id: str, rate: float, n: int, now: float) -> float:
+        return self._bucket(partner_id, rate, now).take(n, now)
+
+    def wait(self, partner_id: str, rate: float, n: int, now: float) -> float:
+        """What :meth:`take` would answer, taking nothing (to refuse before doing the work)."""
+        return self._bucket(partner_id, rate, now).wait(n, now)
+
+    def _bucket(self, partner_id: str, rate: float, now: float) -> TokenBucket:
         capacity = max(1.0, rate * self.burst_seconds)
         bucket = self._buckets.get(partner_id)
         if bucket is None or bucket.rate != rate:
             tokens = capacity if bucket is None else min(bucket.tokens, capacity)
             bucket = TokenBucket(rate=rate, capacity=capacity, tokens=tokens, updated=now)
             self._buckets[partner_id] = bucket
-        return bucket.take(n, now)
+        return bucket
 
 
 def retry_after_header(seconds: float) -> str:

@@ -358,6 +358,11 @@ async def test_rate_limit_429_with_retry_after() -> None:
         assert int(resp.headers["retry-after"]) >= 1
         batch = await c.post("/v1/events/batch", json=[EVENT, EVENT])
         is_problem(batch, 429)
+        # refused before the body is read: a broken body is not even looked at
+        broken = await c.post(
+            "/v1/events/batch", content=b"[1,", headers={"Content-Type": "application/json"}
+        )
+        is_problem(broken, 429)
     async with env.client(env.key_b) as other:  # other partners are not affected
         assert (await other.post("/v1/events", json=EVENT)).status_code == 202
 

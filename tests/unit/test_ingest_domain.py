@@ -193,6 +193,15 @@ def test_big_batch_passes_when_full_then_leaves_debt() -> None:
     assert retry_after_header(0.01) == "1"
 
 
+def test_waiting_takes_nothing() -> None:
+    limiter = RateLimiter(burst_seconds=1)
+    assert limiter.wait("p", 2, 1, now=0.0) == 0.0
+    assert limiter.take("p", 2, 2, now=0.0) == 0.0  # the wait above took nothing
+    assert limiter.wait("p", 2, 1, now=0.0) == pytest.approx(0.5)
+    assert limiter.wait("p", 2, 1, now=0.0) == pytest.approx(0.5)  # nor does this one
+    assert limiter.wait("p", 2, 1, now=0.5) == 0.0
+
+
 def test_partners_have_separate_buckets_and_rate_changes_apply() -> None:
     limiter = RateLimiter(burst_seconds=1)
     assert limiter.take("a", 1, 1, now=0.0) == 0.0
