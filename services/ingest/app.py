@@ -104,7 +104,8 @@ always `{your partner_id}/{event_id}`: another partner's events cannot be addres
 Errors are RFC 9457 `application/problem+json`; validation errors list every field problem
 as a JSON pointer with a message. Malformed JSON, invalid UTF-8 or JSON nested deeper than
 32 levels is `400`. Each partner has a rate (events per second, with a burst); a batch costs
-one token per record; over the rate the answer is `429` with `Retry-After`.
+one token per record; over the rate the answer is `429` with `Retry-After` (a batch sent while
+the partner is already over its rate is refused before its body is read).
 """
 
 
