@@ -18,17 +18,9 @@ from handshake.topics import ensure_topics
 from schemas.records import decode_event
 from services.ingest.partners import create_partner, read_partners
 from services.ingest.testing import ingest_settings, records_of, running_ingest
+from tests.samples import EVENT
 
 pytestmark = pytest.mark.integration
-
-EVENT: dict[str, Any] = {
-    "event_id": "e-1",
-    "kind": "cultural",
-    "title": "Orchestra visit",
-    "host_country": "FR",
-    "delegations": [{"country": "DE", "participants": 4}],
-    "starts_on": "2025-03-14",
-}
 
 
 async def test_accepted_push_is_on_the_topic_with_key_and_cloudevents_headers(

@@ -15,15 +15,7 @@ import pytest
 from handshake.settings import KafkaSettings
 from services.ingest.partners import create_partner
 from tests.harness import Harness, Service
-
-EVENT: dict[str, Any] = {
-    "event_id": "e-1",
-    "kind": "cultural",
-    "title": "Orchestra visit",
-    "host_country": "FR",
-    "delegations": [{"country": "DE", "participants": 4}],
-    "starts_on": "2025-03-14",
-}
+from tests.samples import EVENT
 
 
 def event(event_id: str, **fields: Any) -> dict[str, Any]:

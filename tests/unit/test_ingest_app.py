@@ -20,15 +20,7 @@ from services.ingest.partners import InMemoryPartners
 from services.ingest.producer import MemoryPublisher
 from services.ingest.settings import IngestSettings
 from services.ingest.view import InMemoryView
-
-EVENT = {
-    "event_id": "e-1",
-    "kind": "cultural",
-    "title": "Orchestra visit",
-    "host_country": "FR",
-    "delegations": [{"country": "DE", "participants": 4}],
-    "starts_on": "2025-03-14",
-}
+from tests.samples import EVENT
 
 
 def partner(pid: str, rate: float = 1000.0, revoked: bool = False) -> tuple[PartnerRecord, str]:

@@ -18,15 +18,8 @@ import pytest
 from schemas.records import encode_accepted, event_key
 from services.ingest.batchwork import BatchEncoder, Encoded, Invalid, encode_batch
 from services.ingest.domain import BodyError, parse_batch, validate_item
+from tests.samples import EVENT as BASE
 
-BASE = {
-    "event_id": "e-1",
-    "kind": "cultural",
-    "title": "Orchestra visit",
-    "host_country": "FR",
-    "delegations": [{"country": "DE", "participants": 4}],
-    "starts_on": "2025-03-14",
-}
 NOW = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
 
 

@@ -28,15 +28,7 @@ from services.ingest.domain import (
     slugify_partner_id,
     validate_item,
 )
-
-BASE = {
-    "event_id": "e-1",
-    "kind": "cultural",
-    "title": "Orchestra visit",
-    "host_country": "FR",
-    "delegations": [{"country": "DE", "participants": 4}],
-    "starts_on": "2025-03-14",
-}
+from tests.samples import EVENT as BASE
 
 
 def event(**changes: object) -> ExchangeEvent:
