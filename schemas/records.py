@@ -27,6 +27,7 @@ from schemas.events import (
     field_errors,
     fields_hash,
     partner_fields,
+    rfc3339,
 )
 
 CE_TYPE_EVENT = "org.handshake.exchange.v1"
@@ -60,7 +61,7 @@ def _rfc3339(value: datetime) -> str:
     # cheaper than an lru_cache, whose hashing cost more than it saved for single events)
     last, text = _last_time[0]
     if value is not last:
-        text = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        text = rfc3339(value)
         _last_time[0] = (value, text)
     return text
 

@@ -46,7 +46,6 @@ from schemas.events import (
     AcceptedEvent,
     EventValidationError,
     ExchangeEvent,
-    FieldError,
     Status,
     content_hash,
     parse_event,
@@ -61,6 +60,7 @@ from services.ingest.domain import (
     RateLimiter,
     ViewEntry,
     decide,
+    errors_out,
     load_json,
     retry_after_header,
 )
@@ -387,10 +387,6 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise Problem(413, f"the body is larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def errors_out(errors: list[FieldError]) -> list[dict[str, str]]:
-    return [e.as_dict() for e in errors]
 
 
 def _body_problem(exc: BodyError) -> Problem:

@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 
 from schemas.records import encode_accepted, event_key
-from services.ingest.domain import BodyError, parse_batch, validate_item
+from services.ingest.domain import BodyError, errors_out, parse_batch, validate_item
 
 if TYPE_CHECKING:  # workers need not import kafka-python
     from services.ingest.producer import Record
@@ -65,7 +65,7 @@ def encode_batch(
     for item in parse_batch(raw, ndjson, max_records, max_depth):
         event = validate_item(item)
         if event is None:
-            out.append(Invalid(item.index, item.line, [e.as_dict() for e in item.errors]))
+            out.append(Invalid(item.index, item.line, errors_out(item.errors)))
             continue
         record, digest = encode_accepted(event, partner_id, received_at)
         key = event_key(partner_id, event.event_id)

@@ -159,6 +159,11 @@ def parse_batch(raw: bytes, ndjson: bool, max_records: int, max_depth: int) -> l
     return items
 
 
+def errors_out(errors: list[FieldError]) -> list[dict[str, str]]:
+    """Field errors as the JSON objects of a problem's ``errors`` (or a batch record's)."""
+    return [e.as_dict() for e in errors]
+
+
 def validate_item(item: BatchItem) -> ExchangeEvent | None:
     """Validate one batch record; on failure its ``errors`` are filled and None is returned."""
     if item.errors:
