@@ -516,3 +516,47 @@ async def test_other_methods_and_paths_near_the_single_route_go_down_the_stack(
     assert (await client.post("/v1/events/", json=EVENT)).status_code in (307, 404)
     text = (await client.get("/metrics")).text
     assert 'ingest_http_requests_total{method="GET",route="/v1/events",status="405"} 1.0' in text
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/events/batch"])
+async def test_a_client_gone_before_its_body_ended_is_not_a_server_error(
+    env: Env, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    messages = [
+        {"type": "http.request", "body": b'{"event_id": "e-1", ', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"ingest"),
+            (b"authorization", f"Bearer {env.key_a}".encode()),
+            (b"content-type", b"application/json"),
+            (b"transfer-encoding", b"chunked"),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8001),
+    }
+    async with env.app.router.lifespan_context(env.app):
+        await env.app(scope, receive, send)
+    assert sent[0]["type"] == "http.response.start"
+    assert sent[0]["status"] == 400
+    assert b"disconnected" in sent[1]["body"]
+    assert "unhandled error" not in caplog.text
+    assert env.publisher.records == []
