@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from handshake.http import (
+    LabelCache,
     Problem,
     RequestMetrics,
     install_problem_handlers,
@@ -203,7 +204,7 @@ class IngestMetrics:
             ["partner", "outcome", "reason"],
             registry=registry,
         )
-        self._records: dict[tuple[str, str, str], Any] = {}  # label children, looked up once
+        self._records = LabelCache(self.records)
         self.produce_latency = Histogram(
             "ingest_produce_seconds",
             "time from send to broker acknowledgement, per publish call",
@@ -225,11 +226,7 @@ class IngestMetrics:
 
     def count(self, partner: str, outcome: str, reason: str = "", n: int = 1) -> None:
         if n:
-            labels = (partner, outcome, reason)
-            child = self._records.get(labels)
-            if child is None:
-                child = self._records[labels] = self.records.labels(*labels)
-            child.inc(n)
+            self._records(partner, outcome, reason).inc(n)
 
 
 # --- the service (routes call it) ---------------------------------------------------------
@@ -393,7 +390,7 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise Problem(413, f"the body is larger than {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return b"".join(chunks)  # one chunk: CPython returns it as is, no copy
 
 
 def _body_problem(exc: BodyError) -> Problem:
@@ -529,9 +526,8 @@ class _FastPath:
         self.path = path
         self.method = method
         self.handler = handler
-        self.requests = metrics.requests
+        self.requests = LabelCache(metrics.requests)
         self.latency = metrics.latency.labels(method, path)
-        self.counted: dict[int, Any] = {}  # status -> the counter's child (labels() costs a lock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != self.method:
@@ -550,11 +546,7 @@ class _FastPath:
         try:
             await response(scope, receive, send)
         finally:
-            status = response.status_code
-            counter = self.counted.get(status)
-            if counter is None:
-                counter = self.counted[status] = self.requests.labels(self.method, self.path, str(status))
-            counter.inc()
+            self.requests(self.method, self.path, str(response.status_code)).inc()
             self.latency.observe(time.perf_counter() - started)
 
 
