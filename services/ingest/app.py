@@ -223,6 +223,12 @@ class IngestMetrics:
             "processes encoding batch bodies off the event loop (0 until the first big batch starts them)",
             registry=registry,
         )
+        self.producer_io_on_loop = Gauge(
+            "ingest_producer_io_on_loop",
+            "1 while the event loop drives the Kafka producer's network I/O; 0 while the producer's "
+            "own thread does (connecting, obtaining its producer id, shutting down)",
+            registry=registry,
+        )
 
     def count(self, partner: str, outcome: str, reason: str = "", n: int = 1) -> None:
         if n:
@@ -609,6 +615,7 @@ def create_app(
         BatchEncoder(settings.batch_workers),
     )
     metrics.batch_workers.set_function(lambda: svc.encoder.workers if svc.encoder.pooled() else 0)
+    metrics.producer_io_on_loop.set_function(lambda: 1 if svc.publisher.io_on_loop() else 0)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -48,6 +48,10 @@ class Publisher(Protocol):
 
     def connected(self) -> bool: ...
 
+    def io_on_loop(self) -> bool:
+        """True while the event loop itself drives the Kafka client's network I/O."""
+        ...
+
     def start(self) -> None: ...
 
     def close(self) -> None: ...
@@ -56,13 +60,24 @@ class Publisher(Protocol):
 class _Pending:
     """Collects the callbacks of many kafka futures and wakes the event loop once."""
 
-    __slots__ = ("_lock", "done", "expired", "generation", "left", "loop", "outcomes", "tracker")
+    __slots__ = (
+        "_lock",
+        "done",
+        "expired",
+        "generation",
+        "left",
+        "loop",
+        "loop_thread",
+        "outcomes",
+        "tracker",
+    )
 
     def __init__(self, n: int, loop: asyncio.AbstractEventLoop) -> None:
         self.outcomes: list[Outcome | None] = [None] * n
         self.left = n
         self._lock = threading.Lock()
         self.loop = loop
+        self.loop_thread = threading.get_ident()
         # the publisher told of every acknowledgement or failure (wedge detection), and the
         # producer generation the records went to; set when they are sent
         self.tracker: KafkaPublisher | None = None
@@ -80,6 +95,9 @@ class _Pending:
             self.left -= 1
             last = self.left == 0
         if last:
+            if threading.get_ident() == self.loop_thread:  # acknowledged on the loop: no hop
+                self._resolve()
+                return
             with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
                 self.loop.call_soon_threadsafe(self._resolve)
 
@@ -130,33 +148,181 @@ def murmur2(data: bytes) -> int:
     return h
 
 
-class LoopWakeup:
-    """Merges the producer's network-thread wake-ups of one event-loop iteration into one.
+class LoopDriver:
+    """Runs a KafkaProducer's network I/O on the asyncio event loop while its connections are steady.
 
-    kafka-python's ``send()`` wakes its network thread (a socket write, then a GIL hand-off to
-    that thread) whenever a record starts a new batch, which under single-event load is almost
-    every record. On the loop thread the wake-up is made once, after the iteration's callbacks
-    (every request handled in it) have run; from any other thread it is made at once.
+    kafka-python runs its sender in a thread of its own, which shares the GIL with the event loop:
+    every produce request and response costs a GIL hand-off, and the loop's own code ran 1.3-1.5x
+    slower per request beside it (measured; bench/README.md). The driver parks that thread and
+    runs the sender's iterations as loop callbacks instead, polling kafka-python's selector
+    without blocking: when its selector has events (its epoll descriptor is watched by the loop),
+    when ``send()`` wakes the sender (merged into one iteration per loop pass), and when the
+    sender's next deadline (linger, retry, timeout) is due.
+
+    Whatever could block stays off the loop: connecting to a broker (a DNS lookup), obtaining
+    or bumping the idempotent producer id (blocking waits in kafka-python), and closing all run
+    in the producer's own thread, which resumes until the state is steady again (producer id
+    assigned, no producer-id request pending, every broker connection up), then hands back.
     """
 
-    __slots__ = ("_scheduled", "_thread", "loop", "real")
-
-    def __init__(self, real: Any, loop: asyncio.AbstractEventLoop) -> None:
-        self.real = real
+    def __init__(self, producer: KafkaProducer, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._thread = threading.get_ident()
+        self.loop_thread = threading.get_ident()
+        self.sender = producer._sender
+        self.client = self.sender._client
+        self.net = self.client._net
+        self.manager = self.client._manager
+        self.transactions = producer._transaction_manager
+        self.on_loop = False  # True: the loop drives the sender and its thread is parked
+        sender_class = type(self.sender)
+        self._real_run_once = sender_class.run_once.__get__(self.sender)
+        self._unpark = threading.Event()
         self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._wanted_ms: float | None = None
+        self._to_thread_now = False
+        self._watching = False
 
-    def __call__(self) -> None:
-        if threading.get_ident() != self._thread or self.loop.is_closed():
-            self.real()
-        elif not self._scheduled:
+    def attach(self) -> None:
+        """Called on the loop: from now on the producer's thread only runs the unsteady states."""
+        self.sender.run_once = self._run_once_in_thread
+        self.client.poll = self._poll
+        self.sender.wakeup = self.wakeup
+        self.net.wakeup()  # the thread leaves its select and hands over at its next iteration
+
+    def release(self) -> None:
+        """The loop is gone (closed, or no longer running): the sender's thread takes over for good."""
+        self.on_loop = False
+        self._watching = False
+        self._timer = None
+        self._unpark.set()
+
+    # -- which side runs the sender ------------------------------------------------------
+    def steady(self) -> bool:
+        """Nothing the sender does next can block: safe to run it on the loop."""
+        tm = self.transactions
+        if (
+            tm is None
+            or not self.sender._running
+            or not tm.has_producer_id()
+            or tm.has_fatal_error()
+            or tm.is_bumping_epoch()
+            or tm.has_in_flight_transactional_request()
+            or tm._pending_requests
+        ):
+            return False
+        conns = self.manager._conns
+        return bool(conns) and all(conn.connected for conn in conns.values())
+
+    def _run_once_in_thread(self) -> None:
+        """The sender thread's iteration: parked while the loop drives, else kafka-python's own."""
+        while self.on_loop:
+            self._unpark.wait()
+            self._unpark.clear()
+        self._real_run_once()
+        if self.steady() and self.loop.is_running():
+            self.on_loop = True  # from here on this thread only returns and parks
+            try:
+                self.loop.call_soon_threadsafe(self._resume)
+            except RuntimeError:  # the loop closed meanwhile: keep running here
+                self.on_loop = False
+
+    def _resume(self) -> None:
+        if not self.on_loop:
+            return
+        if not self._watching:
+            self.loop.add_reader(self.net._selector.fileno(), self._readable)
+            self._watching = True
+        self._schedule()
+
+    def _to_thread(self) -> None:
+        """On the loop: stop driving and let the sender's thread run."""
+        self.on_loop = False
+        with contextlib.suppress(Exception):  # a closed loop (shutdown) has nothing to remove
+            if self._watching:
+                self._watching = False
+                self.loop.remove_reader(self.net._selector.fileno())
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        self._unpark.set()
+        # a wake-up the loop took (close's, say) must not leave the thread's first poll blocking
+        self.net.wakeup()
+
+    # -- the sender on the loop ------------------------------------------------------
+    def _schedule(self) -> None:
+        if not self._scheduled:
             self._scheduled = True
-            self.loop.call_soon(self._fire)
+            self.loop.call_soon(self._tick)
 
-    def _fire(self) -> None:
+    def _readable(self) -> None:
+        """Kafka-python's selector has events: handle them, then run the sender, as its thread
+        does after every poll that returned (an acknowledgement may have unpaused a connection
+        with batches waiting)."""
+        if self.on_loop and self.steady():
+            try:
+                self.net._poll_once(0)
+            except Exception:  # as kafka-python's own thread does: log, and go on
+                log.exception("uncaught error in the Kafka producer's I/O")
+        self._tick()
+
+    def _tick(self) -> None:
         self._scheduled = False
-        self.real()
+        if not self.on_loop:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.steady():
+            self._to_thread()
+            return
+        self._wanted_ms = None
+        try:
+            self._real_run_once()
+        except Exception:  # as kafka-python's own thread does: log, and go on
+            log.exception("uncaught error in the Kafka producer's I/O")
+        if self._to_thread_now:
+            self._to_thread_now = False
+            self._to_thread()
+            return
+        if self.net._ready:
+            self._schedule()
+            return
+        delay = None if self._wanted_ms is None else self._wanted_ms / 1000
+        due = self.net._next_scheduled_timeout(time.monotonic())
+        if due is not None:
+            delay = due if delay is None else min(delay, due)
+        if delay is not None:
+            self._timer = self.loop.call_later(max(delay, 0.0), self._tick)
+
+    def _poll(self, timeout_ms: float | None = None, future: Any = None) -> None:
+        """``client.poll`` for the sender: without blocking on the loop, kafka-python's elsewhere."""
+        if self.on_loop and threading.get_ident() == self.loop_thread:
+            if not self.steady():  # e.g. run_once just started a connection: its thread goes on
+                self._to_thread_now = True
+                return
+            self._wanted_ms = timeout_ms
+            self.net._poll_once(0)
+            return
+        with self.client._lock:
+            self.net.poll(timeout_ms=timeout_ms, future=future)
+
+    def wakeup(self) -> None:
+        """``sender.wakeup`` (send(), metadata requests, close): reaches whichever side runs it."""
+        if threading.get_ident() == self.loop_thread:
+            if self.on_loop:
+                self._schedule()
+            else:
+                self.net.wakeup()
+        elif not self.on_loop:
+            self.net.wakeup()
+        elif self.loop.is_running():
+            try:
+                self.loop.call_soon_threadsafe(self.wakeup)
+            except RuntimeError:  # closed meanwhile
+                self._to_thread()
+        else:  # the loop is gone (shutdown): nothing else can be driving the sender
+            self._to_thread()
 
 
 class KeyPartitioner(DefaultPartitioner):
@@ -259,9 +425,12 @@ class KafkaPublisher:
         loop = asyncio.get_running_loop()
         pending = _Pending(len(records), loop)
         sender = self._producer._sender
-        wakeup = sender.__dict__.get("wakeup")
-        if not isinstance(wakeup, LoopWakeup) or wakeup.loop is not loop:  # once per producer and loop
-            sender.wakeup = LoopWakeup(wakeup.real if isinstance(wakeup, LoopWakeup) else sender.wakeup, loop)
+        driver = sender.__dict__.get("_driver")
+        if driver is None or driver.loop is not loop:  # once per producer and loop
+            if driver is not None:
+                driver.release()  # its loop ended (a second running loop would be a misuse)
+            sender._driver = LoopDriver(self._producer, loop)
+            sender._driver.attach()
         if self._producer._metadata.partitions_for_topic(self.topic):
             # send() only appends to the accumulator once the topic's metadata is known: no
             # need for a thread hop (which costs a GIL handoff per request under load)
@@ -342,6 +511,11 @@ class KafkaPublisher:
     # -- health ------------------------------------------------------------------------
     def connected(self) -> bool:
         return self._producer is not None and self._health.healthy()
+
+    def io_on_loop(self) -> bool:
+        producer = self._producer
+        driver = producer._sender.__dict__.get("_driver") if producer is not None else None
+        return driver is not None and driver.on_loop
 
     def _probe_loop(self) -> None:
         """Refresh metadata every second: the broker answered recently, or we are not ready."""
@@ -437,6 +611,9 @@ class MemoryPublisher:
 
     def connected(self) -> bool:
         return self.is_connected and not self.fail
+
+    def io_on_loop(self) -> bool:
+        return False
 
     def start(self) -> None:
         return None

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from kafka.net.selector import NetworkSelector
 from typer.testing import CliRunner
 
 from handshake import cli_partners
@@ -17,10 +21,72 @@ from handshake.settings import KafkaSettings
 from handshake.topics import ensure_topics
 from schemas.records import decode_event
 from services.ingest.partners import create_partner, read_partners
+from services.ingest.producer import KafkaPublisher
 from services.ingest.testing import ingest_settings, records_of, running_ingest
 from tests.samples import EVENT
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def blocking_calls_on_this_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Records the calls that block (DNS lookups, kafka-python's waiting poll) made on the test's
+    event-loop thread: the Kafka client must never make them there."""
+    here = threading.get_ident()
+    seen: list[str] = []
+    real_getaddrinfo, real_poll = socket.getaddrinfo, NetworkSelector.poll
+
+    def getaddrinfo(*args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() == here:
+            seen.append(f"socket.getaddrinfo{args[:2]}")
+        return real_getaddrinfo(*args, **kwargs)
+
+    def poll(self: NetworkSelector, *args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() == here:
+            seen.append("NetworkSelector.poll")
+        return real_poll(self, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(NetworkSelector, "poll", poll)
+    yield seen
+
+
+def _gauge(metrics: str, name: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def test_the_producers_io_runs_on_the_event_loop_once_steady(
+    kafka_settings: KafkaSettings,
+    consumer_factory: Any,
+    blocking_calls_on_this_thread: list[str],
+) -> None:
+    publisher = KafkaPublisher(ingest_settings(kafka_settings))
+    await asyncio.to_thread(publisher.start)  # connecting and the producer id: in kafka-python's thread
+    sender = publisher._producer._sender  # type: ignore[union-attr]
+    try:
+        assert not publisher.io_on_loop()
+        records = [(f"loop-{i}".encode(), b"{}", []) for i in range(300)]
+        deadline = time.monotonic() + 10
+        sent = 0
+        while not publisher.io_on_loop():  # the producer's thread hands over at its next iteration
+            assert time.monotonic() < deadline, "the event loop never took over the producer's I/O"
+            outcomes = await publisher.publish([records[sent]], 10)
+            assert outcomes[0].ok, outcomes
+            sent += 1
+        # on the loop now: many concurrent publishes, all acknowledged there
+        results = await asyncio.gather(*(publisher.publish([r], 10) for r in records[sent:]))
+        assert all(outcome.ok for outcomes in results for outcome in outcomes)
+        assert publisher.io_on_loop()
+        assert sender.is_alive()  # parked, ready to take over when a connection has to be made
+    finally:
+        await asyncio.to_thread(publisher.close)
+    assert not sender.is_alive()  # close handed the I/O back to the thread, which ended
+    assert blocking_calls_on_this_thread == []
+    on_topic = records_of(consumer_factory, kafka_settings.events_topic, len(records))
+    assert sorted(r.key for r in on_topic) == sorted(key for key, _, _ in records)
 
 
 async def test_accepted_push_is_on_the_topic_with_key_and_cloudevents_headers(
@@ -139,7 +205,9 @@ async def test_restart_rebuilds_the_view_so_a_resend_is_duplicate(kafka_settings
         assert stale.status_code == 409
 
 
-async def test_broker_outage_is_503_within_bound_then_recovers(tmp_path: Path) -> None:
+async def test_broker_outage_is_503_within_bound_then_recovers(
+    tmp_path: Path, blocking_calls_on_this_thread: list[str]
+) -> None:
     with temporary_cluster(tmp_path / "kafka") as cluster:
         kafka = KafkaSettings(kafka_bootstrap=cluster.bootstrap)
         await asyncio.to_thread(ensure_topics, cluster.bootstrap, kafka.topic_specs())
@@ -147,6 +215,7 @@ async def test_broker_outage_is_503_within_bound_then_recovers(tmp_path: Path) -
         _, key = await asyncio.to_thread(create_partner, settings, "Outage", 1000)
         async with running_ingest(settings, key) as client:
             assert (await client.post("/v1/events", json=EVENT)).status_code == 202
+            await _until_gauge(client, "ingest_producer_io_on_loop", 1.0)
             await asyncio.to_thread(cluster.stop)  # clean stop: restarts faster than after SIGKILL
             try:
                 started = time.monotonic()
@@ -159,6 +228,8 @@ async def test_broker_outage_is_503_within_bound_then_recovers(tmp_path: Path) -
                 while (await client.get("/readyz")).status_code != 503:
                     assert time.monotonic() < deadline, "readyz still 200 with the broker down"
                     await asyncio.sleep(0.2)
+                # reconnecting (DNS lookups, waits) is left to the producer's own thread
+                await _until_gauge(client, "ingest_producer_io_on_loop", 0.0)
             finally:
                 await asyncio.to_thread(cluster.start)
             # recovers by itself: the same event is accepted (or duplicate, if the first attempt landed late)
@@ -175,3 +246,12 @@ async def test_broker_outage_is_503_within_bound_then_recovers(tmp_path: Path) -
             while (await client.get("/readyz")).status_code != 200:
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.2)
+            await _until_gauge(client, "ingest_producer_io_on_loop", 1.0)  # and the loop took it back
+    assert blocking_calls_on_this_thread == []
+
+
+async def _until_gauge(client: Any, name: str, value: float, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while (seen := _gauge((await client.get("/metrics")).text, name)) != value:
+        assert time.monotonic() < deadline, f"{name} stayed {seen}, expected {value}"
+        await asyncio.sleep(0.1)

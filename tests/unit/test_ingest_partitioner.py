@@ -1,9 +1,5 @@
 """Ingest's producer helpers. The partitioner must put every key where kafka-python's (and
-Java's) default puts it: a key on two partitions would break compaction and per-event ordering.
-The merged wake-ups must still wake the network thread after every send on the loop."""
-
-import asyncio
-import threading
+Java's) default puts it: a key on two partitions would break compaction and per-event ordering."""
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,7 +7,7 @@ from kafka.cluster import ClusterMetadata
 from kafka.partitioner.default import DefaultPartitioner
 from kafka.partitioner.default import murmur2 as reference_murmur2
 
-from services.ingest.producer import KeyPartitioner, LoopWakeup, murmur2
+from services.ingest.producer import KeyPartitioner, murmur2
 
 
 @given(st.binary(max_size=300))
@@ -48,28 +44,3 @@ def test_key_partitioner_agrees_with_the_default(key: bytes, partitions: int) ->
     cluster = _Cluster(partitions)
     expected = DefaultPartitioner().partition("t", key, key, b"v", b"v", cluster)
     assert KeyPartitioner().partition("t", key, key, b"v", b"v", cluster) == expected
-
-
-async def test_loop_wakeups_of_one_iteration_are_merged_into_one_made_after_it() -> None:
-    calls: list[str] = []
-    wakeup = LoopWakeup(lambda: calls.append(threading.current_thread().name), asyncio.get_running_loop())
-    for _ in range(5):  # five sends starting new batches in one loop iteration
-        wakeup()
-    assert calls == []  # not yet: the iteration's other handlers may still send
-    await asyncio.sleep(0)
-    assert len(calls) == 1
-    wakeup()
-    await asyncio.sleep(0)
-    assert len(calls) == 2  # the next iteration wakes the thread again
-
-
-async def test_wakeups_from_other_threads_are_made_at_once() -> None:
-    calls: list[str] = []
-    wakeup = LoopWakeup(lambda: calls.append(threading.current_thread().name), asyncio.get_running_loop())
-    wakeup()  # one pending on the loop
-    thread = threading.Thread(target=wakeup, name="other")
-    thread.start()
-    thread.join()
-    assert calls == ["other"]
-    await asyncio.sleep(0)
-    assert calls == ["other", "MainThread"]
