@@ -22,6 +22,7 @@ from typing import Any, Protocol, cast
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.partitioner.default import DefaultPartitioner
+from kafka.structs import TopicPartition
 
 from handshake.errors import HandshakeError
 from services.ingest.settings import IngestSettings
@@ -29,6 +30,9 @@ from services.ingest.settings import IngestSettings
 log = logging.getLogger(__name__)
 
 Record = tuple[bytes, bytes, list[tuple[str, bytes]]]
+
+# records up to this size skip send()'s checks (ingest's are far below its 1 MiB request limit)
+DIRECT_APPEND_MAX = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +65,6 @@ class _Pending:
     """Collects the callbacks of many kafka futures and wakes the event loop once."""
 
     __slots__ = (
-        "_lock",
         "done",
         "expired",
         "generation",
@@ -75,7 +78,6 @@ class _Pending:
     def __init__(self, n: int, loop: asyncio.AbstractEventLoop) -> None:
         self.outcomes: list[Outcome | None] = [None] * n
         self.left = n
-        self._lock = threading.Lock()
         self.loop = loop
         self.loop_thread = threading.get_ident()
         # the publisher told of every acknowledgement or failure (wedge detection), and the
@@ -88,21 +90,17 @@ class _Pending:
             self.done.set_result(None)
 
     def _finish(self, index: int, outcome: Outcome) -> None:
-        with self._lock:
-            if self.outcomes[index] is not None:
-                return
-            self.outcomes[index] = outcome
-            self.left -= 1
-            last = self.left == 0
-        if last:
-            if threading.get_ident() == self.loop_thread:  # acknowledged on the loop: no hop
-                self._resolve()
-                return
+        if threading.get_ident() != self.loop_thread:
+            # kafka-python's own thread (while it runs the I/O: connecting, say): over to the loop,
+            # which keeps every outcome
             with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
-                self.loop.call_soon_threadsafe(self._resolve)
-
-    def _resolve(self) -> None:
-        if not self.done.done():
+                self.loop.call_soon_threadsafe(self._finish, index, outcome)
+            return
+        if self.outcomes[index] is not None:
+            return
+        self.outcomes[index] = outcome
+        self.left -= 1
+        if self.left == 0 and not self.done.done():
             self.done.set_result(None)
 
     def expire(self) -> None:
@@ -342,7 +340,12 @@ class KeyPartitioner(DefaultPartitioner):
         partitions = cluster.partitions_for_topic(topic)
         if serialized_key is None or not partitions:
             return cast(int, super().partition(topic, key, serialized_key, value, serialized_value, cluster))
-        return sorted(partitions)[(murmur2(serialized_key) & 0x7FFFFFFF) % len(partitions)]
+        return key_partition(serialized_key, sorted(partitions))
+
+
+def key_partition(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition of ``key`` among the topic's ``partitions`` (sorted): murmur2, as Java's."""
+    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
 
 
 class KafkaPublisher:
@@ -457,9 +460,26 @@ class KafkaPublisher:
         with self._lock:
             self._outstanding += len(records)
             pending.tracker, pending.generation = self, self.replacements
+        topic = self.topic
+        known = producer._metadata.partitions_for_topic(topic)
+        # On the loop with the topic's partitions known, a record goes straight to the producer's
+        # accumulator: what send() does for a keyed record of ours, without the per-record work
+        # it does for any caller (checking header types, calling the no-op serialisers, rebuilding
+        # the partition set, estimating the size, formatting a debug line). Large records still
+        # go through send(), which checks their size.
+        direct = bool(known) and threading.get_ident() == pending.loop_thread
+        partitions = sorted(known) if direct else []
+        append = producer._accumulator.append
+        wakeup = producer._sender.wakeup
         for index, (key, value, headers) in enumerate(records):
             try:
-                future = producer.send(self.topic, key=key, value=value, headers=headers)
+                if direct and len(value) <= DIRECT_APPEND_MAX:
+                    tp = TopicPartition(topic, key_partition(key, partitions))
+                    future, full, new_batch, _ = append(tp, None, key, value, headers)
+                    if full or new_batch:  # as send(): the sender recomputes its next deadline
+                        wakeup()
+                else:
+                    future = producer.send(topic, key=key, value=value, headers=headers)
             except Exception as exc:  # KafkaTimeoutError on metadata, closed producer, ...
                 with self._lock:
                     self._outstanding -= 1  # never reached the accumulator: no sequence gap
