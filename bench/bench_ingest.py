@@ -4,7 +4,7 @@ Uses ``HANDSHAKE_KAFKA_BOOTSTRAP`` when set, else starts a temporary native brok
 as one uvicorn process (a subprocess, as in production). Both measurements use fresh topics,
 so runs never see each other's records. Prints one JSON line and writes bench/results/ingest.json.
 
-    .venv/bin/python bench/bench_ingest.py [--batches 40] [--batch-concurrency 2,4,8] [--rounds 3] [--seconds 10] [--connections 16,32,64,96]
+    .venv/bin/python bench/bench_ingest.py [--batches 40] [--batch-concurrency 2,4,8] [--rounds 3] [--seconds 10] [--connections 16,32,64,80,96]
 
 The batch endpoint and the raw producer run in alternating rounds (the raw producer to a twin
 topic that ingest does not follow); each round drives the batch endpoint at every concurrency
@@ -330,7 +330,7 @@ def main() -> None:
     parser.add_argument(
         "--connections",
         type=lambda v: [int(x) for x in v.split(",")],
-        default=[16, 32, 64, 96],
+        default=[16, 32, 64, 80, 96],
         help="single-POST runs at these connection counts (comma-separated)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest.json")

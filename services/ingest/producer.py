@@ -1,9 +1,11 @@
 """The publisher adapter: an idempotent acks=all kafka-python producer used from asyncio.
 
-kafka-python's ``send()`` blocks only while the topic's metadata is unknown (then it runs in a
-dedicated thread); otherwise it just appends to the accumulator and is called on the event
-loop. Acknowledgements come back through future callbacks on the producer's network thread and
-resolve one asyncio future per publish call.
+Once the producer is connected and has its producer id, the event loop drives its network I/O
+(:class:`LoopDriver`): ``send`` appends to the producer's accumulator on the loop, produce
+requests and acknowledgements are handled in loop callbacks, and each publish call's asyncio
+future is resolved there. Anything that could block (connecting to a broker, obtaining the
+producer id, sending before the topic's metadata is known, closing) runs in threads instead:
+kafka-python's own network thread, which otherwise stays parked, and a one-thread executor.
 """
 
 from __future__ import annotations
@@ -391,7 +393,7 @@ class KafkaPublisher:
             "delivery_timeout_ms": max(30000, ack_ms * 4 + self.settings.linger_ms),
             "retry_backoff_ms": 100,
             # kafka-python's own sensors (never read here: ingest exports its own metrics) cost
-            # about a sixth of its network thread's time, which holds the loop's GIL meanwhile
+            # about a sixth of its network I/O's time (measured while it ran in its own thread)
             "metrics_enabled": False,
         }
         if self.settings.compression_type and self.settings.compression_type != "none":

@@ -32,8 +32,8 @@ class IngestSettings(KafkaSettings):
         ge=0,
         le=100,
         description="producer linger: how long a record may wait for others to share its batch "
-        "(under load fewer, fuller batches cost the producer's network thread, which shares the "
-        "event loop's GIL, about half as much per record; an idle partner's push waits this long)",
+        "(under load fewer, fuller batches cost the producer's network I/O about half as much "
+        "per record; an idle partner's push waits this long)",
     )
     batch_bytes: int = Field(
         256 * 1024,
