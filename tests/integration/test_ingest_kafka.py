@@ -205,6 +205,33 @@ async def test_restart_rebuilds_the_view_so_a_resend_is_duplicate(kafka_settings
         assert stale.status_code == 409
 
 
+async def test_a_replaced_producer_ends_and_its_successor_takes_over_the_loop(
+    kafka_settings: KafkaSettings, blocking_calls_on_this_thread: list[str]
+) -> None:
+    """What ingest does with a wedged producer: a new one serves, the old one's thread ends."""
+    publisher = KafkaPublisher(ingest_settings(kafka_settings))
+    await asyncio.to_thread(publisher.start)
+    try:
+        for i in range(20):
+            assert (await publisher.publish([(f"old-{i}".encode(), b"{}", [])], 10))[0].ok
+        old = publisher._producer
+        assert old is not None
+        await asyncio.to_thread(publisher._replace_producer)  # as the probe thread does
+        assert publisher._producer is not old and publisher.replacements == 1
+        deadline = time.monotonic() + 10
+        i = 0
+        while not publisher.io_on_loop():
+            assert time.monotonic() < deadline, "the new producer's I/O never came to the loop"
+            assert (await publisher.publish([(f"new-{i}".encode(), b"{}", [])], 10))[0].ok
+            i += 1
+        await asyncio.to_thread(old._sender.join, 10)
+        assert not old._sender.is_alive(), "the replaced producer's thread still runs"
+        assert old._closed
+    finally:
+        await asyncio.to_thread(publisher.close)
+    assert blocking_calls_on_this_thread == []
+
+
 async def test_broker_outage_is_503_within_bound_then_recovers(
     tmp_path: Path, blocking_calls_on_this_thread: list[str]
 ) -> None:
