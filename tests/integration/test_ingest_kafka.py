@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 from kafka.net.selector import NetworkSelector
+from kafka.partitioner.default import murmur2 as java_murmur2
 from typer.testing import CliRunner
 
 from handshake import cli_partners
@@ -87,6 +88,9 @@ async def test_the_producers_io_runs_on_the_event_loop_once_steady(
     assert blocking_calls_on_this_thread == []
     on_topic = records_of(consumer_factory, kafka_settings.events_topic, len(records))
     assert sorted(r.key for r in on_topic) == sorted(key for key, _, _ in records)
+    # appended straight to the accumulator, yet on the partition the Java client would pick
+    (spec,) = [t for t in kafka_settings.topic_specs() if t.name == kafka_settings.events_topic]
+    assert all(r.partition == (java_murmur2(r.key) & 0x7FFFFFFF) % spec.partitions for r in on_topic)
 
 
 async def test_accepted_push_is_on_the_topic_with_key_and_cloudevents_headers(
