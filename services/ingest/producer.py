@@ -64,7 +64,7 @@ class Publisher(Protocol):
 
 
 class _Pending:
-    """Collects the callbacks of many kafka futures and wakes the event loop once."""
+    """Collects the outcomes of many kafka futures on the loop; ``done`` once all are in."""
 
     __slots__ = (
         "done",
@@ -190,13 +190,6 @@ class LoopDriver:
         self.sender.wakeup = self.wakeup
         self.net.wakeup()  # the thread leaves its select and hands over at its next iteration
 
-    def release(self) -> None:
-        """The loop is gone (closed, or no longer running): the sender's thread takes over for good."""
-        self.on_loop = False
-        self._watching = False
-        self._timer = None
-        self._unpark.set()
-
     # -- which side runs the sender ------------------------------------------------------
     def steady(self) -> bool:
         """Nothing the sender does next can block: safe to run it on the loop."""
@@ -236,7 +229,7 @@ class LoopDriver:
         self._schedule()
 
     def _to_thread(self) -> None:
-        """On the loop: stop driving and let the sender's thread run."""
+        """Stop driving and let the sender's thread run (on the loop, or once the loop is gone)."""
         self.on_loop = False
         with contextlib.suppress(Exception):  # a closed loop (shutdown) has nothing to remove
             if self._watching:
@@ -433,15 +426,15 @@ class KafkaPublisher:
         driver = sender.__dict__.get("_driver")
         if driver is None or driver.loop is not loop:  # once per producer and loop
             if driver is not None:
-                driver.release()  # its loop ended (a second running loop would be a misuse)
+                driver._to_thread()  # its loop ended (a second running loop would be a misuse)
             sender._driver = LoopDriver(self._producer, loop)
             sender._driver.attach()
-        if self._producer._metadata.partitions_for_topic(self.topic):
-            # send() only appends to the accumulator once the topic's metadata is known: no
-            # need for a thread hop (which costs a GIL handoff per request under load)
-            self._send_all(records, pending)
+        known = self._producer._metadata.partitions_for_topic(self.topic)
+        if known:
+            # with the topic's partitions known, records are appended on the loop
+            self._send_all(records, pending, sorted(known))
         else:  # send() would block waiting for metadata (up to max_block_ms): not on the loop
-            self._executor.submit(self._send_all, records, pending)
+            self._executor.submit(self._send_all, records, pending, None)
         timer = loop.call_later(ack_timeout, pending.expire)  # cheaper than wait_for + shield
         try:
             await pending.done
@@ -456,26 +449,24 @@ class KafkaPublisher:
             self._health.mark_ok()
         return outcomes
 
-    def _send_all(self, records: Sequence[Record], pending: _Pending) -> None:
+    def _send_all(self, records: Sequence[Record], pending: _Pending, partitions: list[int] | None) -> None:
+        """Hand ``records`` to the producer; ``partitions`` (the topic's, sorted) when on the loop."""
         producer = self._producer
         assert producer is not None
         with self._lock:
             self._outstanding += len(records)
             pending.tracker, pending.generation = self, self.replacements
         topic = self.topic
-        known = producer._metadata.partitions_for_topic(topic)
         # On the loop with the topic's partitions known, a record goes straight to the producer's
         # accumulator: what send() does for a keyed record of ours, without the per-record work
         # it does for any caller (checking header types, calling the no-op serialisers, rebuilding
         # the partition set, estimating the size, formatting a debug line). Large records still
         # go through send(), which checks their size.
-        direct = bool(known) and threading.get_ident() == pending.loop_thread
-        partitions = sorted(known) if direct else []
         append = producer._accumulator.append
         wakeup = producer._sender.wakeup
         for index, (key, value, headers) in enumerate(records):
             try:
-                if direct and len(value) <= DIRECT_APPEND_MAX:
+                if partitions is not None and len(value) <= DIRECT_APPEND_MAX:
                     tp = TopicPartition(topic, key_partition(key, partitions))
                     future, full, new_batch, _ = append(tp, None, key, value, headers)
                     if full or new_batch:  # as send(): the sender recomputes its next deadline
