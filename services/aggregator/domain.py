@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from schemas.events import AcceptedEvent, Status, content_hash
+from schemas.acceptance import Verdict, is_active, judge, latest_revisions
+from schemas.events import AcceptedEvent, content_hash
 from schemas.pairs import CHECKSUM_MOD, contributions, event_checksum, month_of
 from schemas.records import PairStats, checksum_hex, event_key
 
@@ -62,7 +63,7 @@ def contribution(event: AcceptedEvent) -> Contribution:
         "month": month_of(event.starts_on),
         "date": event.starts_on.isoformat(),
         "checksum": event_checksum(event.partner_id, event.event_id),
-        "cancelled": event.status is Status.cancelled,
+        "cancelled": not is_active(event.status),
         "pairs": [[c.pair, c.direction, c.participants] for c in contributions(event)],
     }
 
@@ -142,11 +143,9 @@ def process(
     if state is not None:
         if state["offset"] == offset:  # written by this very record: already applied
             return _touch_only(get, partition, state, "replayed")
-        if state["revision"] > event.revision:
-            return _touch_only(get, partition, state, "stale")
-        if state["revision"] == event.revision:
-            result = "duplicate" if state["hash"] == chash else "conflict"
-            return _touch_only(get, partition, state, result)
+        verdict = judge(state["revision"], state["hash"], event.revision, chash)
+        if verdict is not Verdict.applied:
+            return _touch_only(get, partition, state, verdict.value)
     old = state["current"] if state is not None else None
     new = contribution(event)
     out = Outcome(result="applied")
@@ -306,17 +305,6 @@ def to_pair_stats(pair: str, total: Partial, version: int, updated_at: datetime 
 
 
 # --- ground truth ---------------------------------------------------------------------
-
-
-def latest_revisions(events: Iterable[AcceptedEvent]) -> dict[str, AcceptedEvent]:
-    """The accepted state of every event: highest revision wins; at equal revision, the first one."""
-    latest: dict[str, AcceptedEvent] = {}
-    for event in events:
-        key = event_key(event.partner_id, event.event_id)
-        seen = latest.get(key)
-        if seen is None or event.revision > seen.revision:
-            latest[key] = event
-    return latest
 
 
 def recompute_partials(events: Iterable[AcceptedEvent]) -> dict[str, Partial]:

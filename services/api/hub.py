@@ -21,6 +21,7 @@ import itertools
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 
@@ -29,13 +30,18 @@ from schemas.records import PairStats
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One applied update, already encoded as an SSE frame."""
+    """One published update, already encoded as an SSE frame.
+
+    ``pair`` is the coalescing key (a pair on ``/v1/stream``, an event key on
+    ``/v1/stream/events``); ``pairs``, ``countries`` and ``kinds`` are what filters match.
+    """
 
     seq: int
     pair: str
-    countries: tuple[str, str]
-    kinds: frozenset[str]  # kinds of the new snapshot and of the one it replaced
+    countries: frozenset[str] | tuple[str, ...]
+    kinds: frozenset[str]  # kinds of the new state and of the one it replaced
     frame: bytes
+    pairs: frozenset[str] | None = None  # None: just ``pair``
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +53,9 @@ class StreamFilter:
     kind: str | None = None
 
     def matches(self, entry: Entry) -> bool:
-        if self.pair is not None and entry.pair != self.pair:
+        if self.pair is not None and (
+            entry.pair != self.pair if entry.pairs is None else self.pair not in entry.pairs
+        ):
             return False
         if self.country is not None and self.country not in entry.countries:
             return False
@@ -65,6 +73,23 @@ def control_frame(seq: int, event: str, data: dict[str, object]) -> bytes:
 
 
 HEARTBEAT = b": ping\n\n"
+
+
+class Change(Protocol):
+    """An event change to publish (see services.api.index.store.Change)."""
+
+    @property
+    def change(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def kinds(self) -> frozenset[str]: ...
+    @property
+    def countries(self) -> frozenset[str]: ...
+    @property
+    def pairs(self) -> frozenset[str]: ...
+    @property
+    def doc(self) -> bytes: ...
 
 
 class TooManyClients(Exception):
@@ -162,12 +187,27 @@ class StreamHub:
         return sum(s.coalesced for s in self._subs)
 
     def publish(self, stats: PairStats, previous: PairStats | None = None) -> Entry:
-        """Number the update, keep it for replay and queue it to every matching client."""
+        """Number a pair update, keep it for replay and queue it to every matching client."""
         self.sequence += 1
         kinds = frozenset(stats.by_kind)
         if previous is not None:
             kinds |= frozenset(previous.by_kind)
-        entry = Entry(self.sequence, stats.pair, stats.countries, kinds, pair_frame(self.sequence, stats))
+        return self._fan_out(
+            Entry(self.sequence, stats.pair, stats.countries, kinds, pair_frame(self.sequence, stats))
+        )
+
+    def publish_change(self, change: Change) -> Entry:
+        """Number an event change (``event: event``), keep it for replay and queue it."""
+        self.sequence += 1
+        frame = b'id: %d\nevent: event\ndata: {"change":"%s","item":%s}\n\n' % (
+            self.sequence,
+            change.change.encode(),
+            change.doc,
+        )
+        entry = Entry(self.sequence, change.key, change.countries, change.kinds, frame, change.pairs)
+        return self._fan_out(entry)
+
+    def _fan_out(self, entry: Entry) -> Entry:
         self._ring.append(entry)
         self.published += 1
         lost: list[Subscription] = []

@@ -7,15 +7,24 @@ from fastapi import FastAPI
 
 from handshake.logs import setup_logging
 from handshake.topics import ensure_or_fail
-from services.api.app import create_app
+from services.api.app import create_app, index_path, make_hub
 from services.api.consumer import KafkaSnapshotSource
+from services.api.index.service import EventIndex
+from services.api.index.source import KafkaEventSource
 from services.api.settings import ApiSettings
 
 
 def build(settings: ApiSettings | None = None) -> FastAPI:
-    """The production app: the live view fed by the pair-stats topic."""
+    """The production app: the live view fed by the pair-stats topic, the event index under
+    ``HANDSHAKE_API_DATA_DIR`` fed by the events topic."""
     settings = settings or ApiSettings()
-    return create_app(settings, source=KafkaSnapshotSource(settings))
+    index = EventIndex(index_path(settings), settings.events_topic, make_hub(settings))
+    return create_app(
+        settings,
+        source=KafkaSnapshotSource(settings),
+        index=index,
+        events_source=KafkaEventSource(settings, index),
+    )
 
 
 def serve() -> None:

@@ -13,8 +13,8 @@ from handshake.http import Problem, problem_response
 #: (they contain no data; the page asks for a token when the API answers 401).
 PUBLIC_PATHS = frozenset({"/healthz", "/"})
 PUBLIC_PREFIXES = ("/static/",)
-#: The only route that also accepts ``?access_token=`` (EventSource cannot send headers).
-QUERY_TOKEN_PATHS = frozenset({"/v1/stream"})
+#: The stream routes, the only ones that also accept ``?access_token=`` (EventSource cannot send headers).
+QUERY_TOKEN_PATHS = frozenset({"/v1/stream", "/v1/stream/events"})
 
 
 def is_public(path: str) -> bool:

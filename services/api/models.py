@@ -264,3 +264,9 @@ class CountryOut(BaseModel):
 class Health(BaseModel):
     status: str
     pairs: int | None = None
+
+
+class Ready(Health):
+    index_lag: int | None = Field(
+        default=None, description="records the event index is behind the events topic"
+    )

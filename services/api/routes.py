@@ -18,7 +18,7 @@ from schemas.countries import all_countries, normalize_country
 from schemas.events import Kind, Status
 from services.api.hub import StreamFilter, TooManyClients
 from services.api.live import Live
-from services.api.models import CountryOut, Health, PairDetail, PairItem, PairPage, Summary
+from services.api.models import CountryOut, Health, PairDetail, PairItem, PairPage, Ready, Summary
 from services.api.settings import ApiSettings
 from services.api.sse import EventStreamResponse
 from services.api.view import PairQuery
@@ -75,11 +75,27 @@ def canonical(code: str, *, status: int, where: str) -> str:
         ) from None
 
 
+def pair_param(text: str, where: str = "query:pair") -> str:
+    """The canonical pair key of a ``pair`` parameter like CN-US, usa-chn or SUHH/US."""
+    m = _PAIR_RE.match(text)
+    if not m:
+        raise Problem(
+            400,
+            f"{where}: {text!r} is not a pair like CN-US",
+            errors=[{"pointer": where, "message": "expected two country codes joined by '-'"}],
+        )
+    return pair_of(m.group(1), m.group(2), status=400, where=where)
+
+
 def pair_of(a: str, b: str, *, status: int, where: str) -> str:
     ca = canonical(a, status=status, where=where)
     cb = canonical(b, status=status, where=where)
     if ca == cb:
-        raise Problem(400, f"{where}: a pair needs two different countries, got {ca} twice")
+        raise Problem(
+            400,
+            f"{where}: a pair needs two different countries, got {ca} twice",
+            errors=[{"pointer": where, "message": "the same country twice", "code": "pair_same_country"}],
+        )
     return "-".join(sorted((ca, cb)))
 
 
@@ -219,12 +235,7 @@ async def stream(
 ) -> Response:
     del access_token  # checked by the TokenAuth middleware
     code = canonical(country, status=400, where="query:country") if country is not None else None
-    pair_key = None
-    if pair is not None:
-        m = _PAIR_RE.match(pair)
-        if not m:
-            raise Problem(400, f"query:pair: {pair!r} is not a pair like CN-US")
-        pair_key = pair_of(m.group(1), m.group(2), status=400, where="query:pair")
+    pair_key = pair_param(pair) if pair is not None else None
     last: int | None = None
     if last_event_id is not None and last_event_id.strip():
         try:
@@ -249,15 +260,21 @@ async def healthz() -> Health:
 
 @ops.get(
     "/readyz",
-    response_model=Health,
-    summary="Readiness: 200 once the view caught up with the pair-stats topic",
+    response_model=Ready,
+    summary="Readiness: 200 once the view and the event index caught up with their topics",
     responses=problem_responses(401, 503),
 )
-async def readyz(request: Request) -> Health:
+async def readyz(request: Request) -> Ready:
     live = _live(request)
+    index = request.app.state.index
     if not live.ready:
         raise Problem(503, "the view is still reading the pair-stats topic", headers={"Retry-After": "1"})
-    return Health(status="ready", pairs=len(live.view))
+    if not index.ready:
+        behind = "" if index.lag is None else f" ({index.lag} records behind)"
+        raise Problem(
+            503, f"the event index is still reading the events topic{behind}", headers={"Retry-After": "1"}
+        )
+    return Ready(status="ready", pairs=len(live.view), index_lag=index.lag)
 
 
 @ops.get(

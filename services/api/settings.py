@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, field_validator
 
 from handshake.settings import KafkaSettings
@@ -30,6 +32,14 @@ class ApiSettings(KafkaSettings):
     )
     consumer_poll_ms: int = Field(200, ge=10, description="poll timeout of the pair-stats consumer")
     consumer_client_id: str = "handshake-api"
+    api_data_dir: Path = Field(
+        Path(".handshake/api"),
+        description="where the event index (events.sqlite3) lives; rebuilt from Kafka when lost",
+    )
+    index_batch: int = Field(5000, ge=1, description="records per index transaction at most")
+    reconcile_interval_seconds: float = Field(
+        30.0, gt=0, description="how often the api reconciles the aggregates with the event index"
+    )
 
     @field_validator("api_tokens")
     @classmethod

@@ -13,7 +13,8 @@ from typing import Any
 import uvicorn
 
 from handshake.settings import KafkaSettings
-from schemas.records import PairStats
+from schemas.events import AcceptedEvent
+from schemas.records import PairStats, encode_event
 
 
 def make_stats(
@@ -53,6 +54,29 @@ def make_stats(
         checksum=f"{(hash((low, high, version)) % 2**64):016x}",
         updated_at=updated_at or datetime.now(UTC),
     )
+
+
+class RecordMaker:
+    """Kafka records of accepted events, numbered per partition as a topic would number them."""
+
+    def __init__(self) -> None:
+        self.next: dict[int, int] = {}
+
+    def __call__(
+        self,
+        event: Mapping[str, Any],
+        partner: str = "p1",
+        *,
+        partition: int = 0,
+        received_at: datetime | None = None,
+    ) -> tuple[int, int, bytes, bytes, list[tuple[str, bytes]]]:
+        accepted = AcceptedEvent.model_validate(
+            {**event, "partner_id": partner, "received_at": received_at or datetime.now(UTC)}
+        )
+        key, value, headers = encode_event(accepted)
+        offset = self.next.get(partition, 0)
+        self.next[partition] = offset + 1
+        return partition, offset, key, value, headers
 
 
 def free_port() -> int:

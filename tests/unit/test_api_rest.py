@@ -12,7 +12,8 @@ from fastapi.routing import iter_route_contexts
 from services.api.app import create_app
 from services.api.live import Live
 from services.api.settings import ApiSettings
-from services.api.testing import make_stats
+from services.api.testing import RecordMaker, make_stats
+from tests.samples import EVENT
 
 PROBLEM = "application/problem+json"
 
@@ -24,6 +25,7 @@ def filled_app(**settings: object) -> FastAPI:
     live.apply(make_stats("DE", "FR", events=2, by_kind={"cultural": 2}, by_month={"2025-01": 2}))
     live.apply(make_stats("FR", "US", events=3, by_kind={"civic": 3}, by_month={"2024-06": 3}, cancelled=1))
     live.apply(make_stats("DDDE", "SUHH", events=1, by_kind={"athletic": 1}, by_month={"1975-07": 1}))
+    app.state.index.apply([RecordMaker()(EVENT, "p1")])
     return app
 
 
@@ -186,7 +188,14 @@ async def test_not_ready_until_the_source_caught_up() -> None:
 
 def concrete_paths(app: FastAPI) -> list[str]:
     """Every route of the app as a requestable path."""
-    samples = {"{a}": "CN", "{b}": "US", "{code}": "FR", "{path}": "app.css"}
+    samples = {
+        "{a}": "CN",
+        "{b}": "US",
+        "{code}": "FR",
+        "{path}": "app.css",
+        "{partner_id}": "p1",
+        "{event_id}": EVENT["event_id"],
+    }
     paths = []
     for rc in iter_route_contexts(app.routes):
         path = getattr(rc.original_route, "path", None)
@@ -220,7 +229,7 @@ async def test_tokens_required_on_every_route_except_the_public_ones() -> None:
             assert r.headers["www-authenticate"].startswith("Bearer")
             bad = await c.get(path, headers={"Authorization": "Bearer nope"})
             assert bad.status_code == 401 and 'error="invalid_token"' in bad.headers["www-authenticate"]
-            if path == "/v1/stream":
+            if path in ("/v1/stream", "/v1/stream/events"):
                 continue  # streams forever once authorised: checked at the SSE level
             ok = await c.get(path, headers={"Authorization": "Bearer other"})
             assert ok.status_code == 200, (path, ok.text)

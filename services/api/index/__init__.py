@@ -1,0 +1,1 @@
+"""The event index: every accepted event in an embedded SQLite file, kept from Kafka."""

@@ -1,0 +1,224 @@
+"""Queries of the event index: filters, keyset cursors, full-text terms and the SQL they make.
+
+Pure functions plus a reader that takes a ``sqlite3.Connection``; nothing here knows HTTP.
+
+Pagination is by keyset: a page ends with a cursor holding the sort value and row id of its
+last item, and the next page starts strictly after it. Events that arrive meanwhile land before
+the cursor (newest-first sorts) or are reached in order (oldest-first), so no item is repeated
+or skipped while a client pages (an event corrected to another date may move).
+
+The query is driven by the most selective table available: a pair's or a country's rows (read
+in sort order from their own index), else the full-text matches, else the events table by the
+sort index; the other filters are conditions on the event.
+"""
+
+from __future__ import annotations
+
+import base64
+import calendar
+import re
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import date
+from typing import Literal
+
+import orjson
+
+Sort = Literal["starts_on", "-starts_on", "received_at", "-received_at"]
+SORTS: tuple[Sort, ...] = ("starts_on", "-starts_on", "received_at", "-received_at")
+DEFAULT_SORT: Sort = "-starts_on"
+
+_PERIOD = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+_TERM = re.compile(r'[^\s"]+')
+
+
+class QueryError(ValueError):
+    """A parameter that cannot be used; ``param`` names it (``query:from``, ``query:cursor``)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        self.param = param
+        super().__init__(f"{param}: {message}")
+
+
+def period(text: str, *, end: bool, param: str) -> date:
+    """First (``end=False``) or last day of ``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD``."""
+    m = _PERIOD.match(text.strip())
+    if not m:
+        raise QueryError(param, f"{text!r} is not a date like 1971, 1971-04 or 1971-04-10")
+    year, month, day = int(m.group(1)), m.group(2), m.group(3)
+    try:
+        if month is None:
+            return date(year, 12, 31) if end else date(year, 1, 1)
+        mo = int(month)
+        if day is None:
+            return date(year, mo, calendar.monthrange(year, mo)[1] if end else 1)
+        return date(year, mo, int(day))
+    except ValueError:
+        raise QueryError(param, f"{text!r} is not a calendar date") from None
+
+
+def fts_terms(text: str) -> str | None:
+    """A safe FTS5 query from what a person typed: every word must match (prefix on the last).
+
+    Each whitespace-separated word becomes a quoted phrase, so FTS5 syntax in the input has no
+    effect and cannot fail ("ping-pong" matches the phrase "ping pong"). ``None``: no word.
+    """
+    words = _TERM.findall(text)
+    if not words or not any(any(ch.isalnum() for ch in w) for w in words):
+        return None
+    phrases = ['"' + w.replace('"', "") + '"' for w in words if any(ch.isalnum() for ch in w)]
+    phrases[-1] += "*"
+    return " ".join(phrases)
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """Filters of ``/v1/events``; codes and pair keys canonical, dates inclusive."""
+
+    pair: str | None = None
+    country: str | None = None
+    kind: str | None = None
+    status: str | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    q: str | None = None  # an FTS5 query from :func:`fts_terms`
+    partner: str | None = None
+    sort: Sort = DEFAULT_SORT
+    limit: int = 50
+    after: tuple[str, int] | None = None  # (sort value, id) of the last item of the previous page
+
+
+def encode_cursor(sort: Sort, value: str, rowid: int) -> str:
+    raw = orjson.dumps([sort, value, rowid])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: Sort) -> tuple[str, int]:
+    """(value, id) of a cursor made for ``sort``; QueryError naming ``query:cursor`` otherwise."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        made_for, value, rowid = orjson.loads(raw)
+        if not isinstance(value, str) or type(rowid) is not int or made_for not in SORTS:
+            raise ValueError
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        raise QueryError("query:cursor", "not a cursor from this api (use next_cursor as given)") from None
+    if made_for != sort:
+        raise QueryError("query:cursor", f"this cursor pages sort={made_for}, not sort={sort}")
+    return value, rowid
+
+
+@dataclass(frozen=True, slots=True)
+class Sql:
+    base: str  # FROM ... WHERE ... (without the keyset condition)
+    params: tuple[object, ...]
+    sort_col: str
+    id_col: str
+    descending: bool
+
+
+def build(query: EventQuery) -> Sql:
+    column = query.sort.lstrip("-")
+    conditions: list[str] = []
+    params: list[object] = []
+    if query.pair is not None:
+        driver = "event_pairs d CROSS JOIN events e ON e.id = d.id"
+        conditions.append("d.pair = ?")
+        params.append(query.pair)
+        alias = "d"
+    elif query.country is not None:
+        driver = "event_countries d CROSS JOIN events e ON e.id = d.id"
+        conditions.append("d.country = ?")
+        params.append(query.country)
+        alias = "d"
+    elif query.q is not None:
+        driver = "events_fts f CROSS JOIN events e ON e.id = f.rowid"
+        conditions.append("events_fts MATCH ?")
+        params.append(query.q)
+        alias = "e"
+    else:
+        driver, alias = "events e", "e"
+    if query.country is not None and query.pair is not None:
+        conditions.append("e.id IN (SELECT id FROM event_countries WHERE country = ?)")
+        params.append(query.country)
+    if query.q is not None and (query.pair is not None or query.country is not None):
+        conditions.append("e.id IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)")
+        params.append(query.q)
+    for name, value in (("kind", query.kind), ("status", query.status), ("partner_id", query.partner)):
+        if value is not None:
+            conditions.append(f"e.{name} = ?")
+            params.append(value)
+    if query.date_from is not None:
+        conditions.append(f"{alias}.starts_on >= ?")
+        params.append(query.date_from.isoformat())
+    if query.date_to is not None:
+        conditions.append(f"{alias}.starts_on <= ?")
+        params.append(query.date_to.isoformat())
+    where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
+    return Sql(
+        base=f"FROM {driver}{where}",
+        params=tuple(params),
+        sort_col=f"{alias}.{column}",
+        id_col=f"{alias}.id",
+        descending=query.sort.startswith("-"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    docs: list[bytes]
+    total: int
+    next_cursor: str | None
+
+
+def _rows(conn: sqlite3.Connection, sql: Sql, after: tuple[str, int] | None, limit: int) -> list[tuple]:
+    order = "DESC" if sql.descending else "ASC"
+    where, params = sql.base, list(sql.params)
+    if after is not None:
+        op = "<" if sql.descending else ">"
+        glue = " AND " if " WHERE " in where else " WHERE "
+        where += f"{glue}({sql.sort_col}, {sql.id_col}) {op} (?, ?)"
+        params.extend(after)
+    text = (
+        f"SELECT e.doc, {sql.sort_col}, {sql.id_col} {where} "
+        f"ORDER BY {sql.sort_col} {order}, {sql.id_col} {order} LIMIT ?"
+    )
+    return conn.execute(text, (*params, limit)).fetchall()
+
+
+def count(conn: sqlite3.Connection, query: EventQuery) -> int:
+    sql = build(query)
+    return int(conn.execute(f"SELECT count(*) {sql.base}", sql.params).fetchone()[0])
+
+
+def page(conn: sqlite3.Connection, query: EventQuery) -> Page:
+    sql = build(query)
+    rows = _rows(conn, sql, query.after, query.limit + 1)
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    cursor = encode_cursor(query.sort, rows[-1][1], rows[-1][2]) if more else None
+    total = int(conn.execute(f"SELECT count(*) {sql.base}", sql.params).fetchone()[0])
+    return Page(docs=[r[0] for r in rows], total=total, next_cursor=cursor)
+
+
+def scan(conn: sqlite3.Connection, query: EventQuery, chunk: int = 1000) -> Iterator[list[bytes]]:
+    """Every matching doc from ``query.after`` on, ``chunk`` at a time, each chunk its own read."""
+    sql = build(query)
+    after = query.after
+    while True:
+        rows = _rows(conn, sql, after, chunk)
+        if not rows:
+            return
+        yield [r[0] for r in rows]
+        if len(rows) < chunk:
+            return
+        after = (rows[-1][1], rows[-1][2])
+
+
+def get(conn: sqlite3.Connection, key: str) -> bytes | None:
+    row = conn.execute("SELECT doc FROM events WHERE key = ?", (key,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def with_after(query: EventQuery, after: tuple[str, int] | None) -> EventQuery:
+    return replace(query, after=after)
