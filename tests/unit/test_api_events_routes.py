@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from services.api.app import create_app
+from services.api.index.store import pair_figures
 from services.api.settings import ApiSettings
 from services.api.testing import EventReader, RecordMaker, ServerThread, make_stats
 from tests.samples import EVENT
@@ -131,12 +132,7 @@ async def test_export_csv_and_ndjson(client: httpx.AsyncClient) -> None:
 async def test_reconcile_agrees_then_names_a_corrupted_pair() -> None:
     app, _ = indexed_app()
     index = app.state.index
-    figures = {
-        p: (n, c)
-        for p, n, c in index.read_sync(
-            lambda conn: list(__import__("services.api.index.store", fromlist=["x"]).pair_figures(conn))
-        )
-    }
+    figures = {p: (n, c) for p, n, c in index.read_sync(lambda conn: list(pair_figures(conn)))}
     for pair, (n, checksum) in figures.items():
         a, b = pair.split("-")
         stats = make_stats(a, b, events=n)
