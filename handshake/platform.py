@@ -117,6 +117,7 @@ class Platform:
             "HANDSHAKE_KAFKA_BOOTSTRAP": self.cfg.bootstrap,
             "HANDSHAKE_AGGREGATOR_WEB_PORT": str(self.cfg.aggregator_port),
             "HANDSHAKE_AGGREGATOR_DATA_DIR": str(self.data_dir / "aggregator"),
+            "HANDSHAKE_API_DATA_DIR": str(self.data_dir / "api"),
             "PYTHONUNBUFFERED": "1",
         }
 

@@ -149,10 +149,16 @@ class Harness:
             )
         else:
             env["HANDSHAKE_PORT"] = str(port)
+        if kind == "api":
+            env["HANDSHAKE_API_DATA_DIR"] = str(self.api_data(name))
         env.update(extra or {})
         service = Service(name=name, env=env, port=port, log_path=self.workdir / "logs" / f"{name}.log")
         self.services[name] = service
         return service
+
+    def api_data(self, name: str = "api") -> Path:
+        """Where that api keeps its event index."""
+        return self.workdir / name / "data"
 
     def aggregator_state(self, name: str = "aggregator") -> Path:
         return self.workdir / name / "state"

@@ -76,6 +76,11 @@ class IndexCollector(Collector):
         for name, n in index.counts.items():
             records.add_metric([name], n)
         yield records
+        yield CounterMetricFamily(
+            "handshake_api_index_read_records",
+            "records read from the events topic since start (a restart reads only what is new)",
+            value=index.read_records,
+        )
         yield GaugeMetricFamily(
             "handshake_api_index_last_apply_age_seconds",
             "seconds since the index last applied a batch (-1: never since start)",

@@ -166,10 +166,20 @@ def running_api(kafka_settings: KafkaSettings, **overrides: Any) -> Iterator[str
     from services.api.main import build
     from services.api.settings import ApiSettings
 
+    import tempfile
+
+    scratch = None
+    if "api_data_dir" not in overrides:
+        scratch = tempfile.TemporaryDirectory(prefix="handshake-api-")
+        overrides["api_data_dir"] = scratch.name
     settings = ApiSettings(**{**kafka_settings.model_dump(), **overrides})
-    with ServerThread(build(settings)) as url:
-        deadline = time.monotonic() + 30
-        while httpx.get(url + "/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "api not ready"
-            time.sleep(0.05)
-        yield url
+    try:
+        with ServerThread(build(settings)) as url:
+            deadline = time.monotonic() + 30
+            while httpx.get(url + "/readyz").status_code != 200:
+                assert time.monotonic() < deadline, "api not ready"
+                time.sleep(0.05)
+            yield url
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
