@@ -161,12 +161,12 @@ class EventReader:
 @contextmanager
 def running_api(kafka_settings: KafkaSettings, **overrides: Any) -> Iterator[str]:
     """The production api (real Kafka snapshot source) in a uvicorn thread, once /readyz says ready."""
+    import tempfile
+
     import httpx
 
     from services.api.main import build
     from services.api.settings import ApiSettings
-
-    import tempfile
 
     scratch = None
     if "api_data_dir" not in overrides:
