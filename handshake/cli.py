@@ -22,10 +22,11 @@ DEFAULT_DATA = Path(".handshake")
 
 def _register_optional() -> None:
     """Sub-commands that live next to the code they drive."""
-    from handshake import cli_partners, cli_platform, cli_subscribe
+    from handshake import cli_events, cli_partners, cli_platform, cli_subscribe
 
     app.add_typer(cli_partners.app, name="partners")
     app.command("subscribe")(cli_subscribe.subscribe)
+    app.command("events")(cli_events.events)
     cli_platform.register(app)
 
 

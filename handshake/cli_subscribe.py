@@ -72,6 +72,16 @@ def describe(stats: dict[str, Any]) -> str:
     )
 
 
+def describe_change(change: dict[str, Any]) -> str:
+    """One readable line for an EventChange of /v1/stream/events."""
+    item = change.get("item") or {}
+    visitors = ",".join(str(d.get("country")) for d in item.get("delegations") or [])
+    return (
+        f"{change.get('change', '?'):9}  {item.get('starts_on')}  {visitors}>{item.get('host_country')}"
+        f"  {item.get('kind')}  {item.get('title')}  [{item.get('key')} r{item.get('revision')}]"
+    )
+
+
 def stream_events(
     url: str,
     *,
@@ -80,6 +90,7 @@ def stream_events(
     last_id: str | None = None,
     retry_seconds: float = 2.0,
     max_reconnects: int | None = None,
+    path: str = "/v1/stream",
 ) -> Iterator[ServerSentEvent]:
     """Yield events forever, reconnecting with Last-Event-ID after errors."""
     reconnects = 0
@@ -93,7 +104,7 @@ def stream_events(
         try:
             with (
                 httpx.Client(timeout=httpx.Timeout(10.0, read=60.0)) as client,
-                client.stream("GET", url.rstrip("/") + "/v1/stream", params=params, headers=headers) as r,
+                client.stream("GET", url.rstrip("/") + path, params=params, headers=headers) as r,
             ):
                 if r.status_code in (400, 401, 403, 404):
                     r.read()
@@ -123,16 +134,25 @@ def subscribe(
     token: str | None = typer.Option(
         None, "--token", help="bearer token (default: HANDSHAKE_API_TOKEN when the api requires one)"
     ),
-    as_json: bool = typer.Option(False, "--json", help="print the raw PairStats JSON lines"),
+    as_json: bool = typer.Option(False, "--json", help="print the raw JSON lines"),
+    events: bool = typer.Option(
+        False,
+        "--events",
+        help="the accepted events as they arrive (new, corrected, cancelled), not pair figures",
+    ),
 ) -> None:
-    """Tail the live stream of pair snapshots (resumes with Last-Event-ID after a disconnect)."""
+    """Tail the live stream of pair snapshots, or of events with --events (resumes after a disconnect)."""
     params = {k: v for k, v in {"pair": pair, "country": country, "kind": kind}.items() if v}
     token = token or os.environ.get("HANDSHAKE_API_TOKEN") or None
-    typer.echo(f"# subscribed to {url} {params or '(all pairs)'}; Ctrl-C stops", err=True)
+    what = "events" if events else "pairs"
+    typer.echo(f"# subscribed to {url} {params or f'(all {what})'}; Ctrl-C stops", err=True)
+    path = "/v1/stream/events" if events else "/v1/stream"
     try:
-        for event in stream_events(url, params=params, token=token):
+        for event in stream_events(url, params=params, token=token, path=path):
             if event.event == "pair":
                 typer.echo(event.data if as_json else describe(orjson.loads(event.data)))
+            elif event.event == "event":
+                typer.echo(event.data if as_json else describe_change(orjson.loads(event.data)))
             elif event.event == "reset":
                 typer.echo(
                     "# the api restarted or the gap is too old: some updates were not replayed", err=True

@@ -29,6 +29,20 @@ class CountryRef(BaseModel):
         return cls(code=code, name=name)
 
 
+class Trend(BaseModel):
+    """Events (summed over pairs) in a month window, and against the window just before it."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    month_from: str = Field(alias="from")
+    month_to: str = Field(alias="to")
+    events: int
+    previous_from: str | None = Field(default=None, description="with compare=previous")
+    previous_to: str | None = None
+    previous_events: int | None = None
+    change: int | None = Field(default=None, description="events - previous_events")
+
+
 class Summary(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -62,6 +76,7 @@ class Summary(BaseModel):
     updated_at: datetime | None = Field(description="updated_at of the newest snapshot in the view")
     sequence: int = Field(description="id of the latest update on /v1/stream")
     ready: bool = Field(description="the view has caught up with the pair-stats topic")
+    trend: Trend | None = Field(default=None, description="with from and to (and compare=previous)")
     note: str = COUNTING_NOTE
 
 
@@ -80,6 +95,10 @@ class PairItem(BaseModel):
     )
     version: int
     updated_at: datetime
+    previous_events: int | None = Field(
+        default=None, description="with compare=previous: events in the window just before from..to"
+    )
+    change: int | None = Field(default=None, description="with compare=previous: value - previous_events")
 
     @classmethod
     def of(cls, ranked: Ranked) -> PairItem:
@@ -97,6 +116,8 @@ class PairItem(BaseModel):
             checksum=s.checksum,
             version=s.version,
             updated_at=s.updated_at,
+            previous_events=ranked.previous,
+            change=ranked.change,
         )
 
 

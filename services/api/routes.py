@@ -18,10 +18,10 @@ from schemas.countries import all_countries, normalize_country
 from schemas.events import Kind, Status
 from services.api.hub import StreamFilter, TooManyClients
 from services.api.live import Live
-from services.api.models import CountryOut, Health, PairDetail, PairItem, PairPage, Ready, Summary
+from services.api.models import CountryOut, Health, PairDetail, PairItem, PairPage, Ready, Summary, Trend
 from services.api.settings import ApiSettings
 from services.api.sse import EventStreamResponse
-from services.api.view import PairQuery
+from services.api.view import PairQuery, previous_window
 
 STATIC = Path(__file__).parent / "static"
 MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
@@ -75,6 +75,25 @@ def canonical(code: str, *, status: int, where: str) -> str:
         ) from None
 
 
+def _window(month_from: str | None, month_to: str | None, compare: str | None) -> tuple[str, str] | None:
+    """The month window of a trend query; ``compare=previous`` needs both ends."""
+    if month_from and month_to and month_from > month_to:
+        raise Problem(
+            400,
+            f"from ({month_from}) is after to ({month_to})",
+            errors=[{"pointer": "query:from", "message": "after to"}],
+        )
+    if compare and not (month_from and month_to):
+        raise Problem(
+            400,
+            "compare=previous needs both from and to (YYYY-MM): the previous window has the same length",
+            errors=[{"pointer": "query:compare", "message": "needs from and to"}],
+        )
+    if month_from and month_to:
+        return month_from, month_to
+    return None
+
+
 def pair_param(text: str, where: str = "query:pair") -> str:
     """The canonical pair key of a ``pair`` parameter like CN-US, usa-chn or SUHH/US."""
     m = _PAIR_RE.match(text)
@@ -103,12 +122,34 @@ def pair_of(a: str, b: str, *, status: int, where: str) -> str:
     "/v1/summary",
     response_model=Summary,
     summary="Global totals, by kind, by status and by month",
-    responses=problem_responses(401),
+    responses=problem_responses(400, 401),
 )
-async def summary(request: Request) -> Summary:
+async def summary(
+    request: Request,
+    month_from: Annotated[str | None, Query(alias="from", pattern=MONTH, description="YYYY-MM")] = None,
+    month_to: Annotated[str | None, Query(alias="to", pattern=MONTH, description="YYYY-MM")] = None,
+    compare: Annotated[
+        Literal["previous"] | None, Query(description="also the previous window of the same length")
+    ] = None,
+) -> Summary:
+    window = _window(month_from, month_to, compare)
     live = _live(request)
     t = live.view.totals()
+    trend = None
+    if window is not None:
+        now, before = live.view.trend(*window)
+        previous = previous_window(*window)
+        trend = Trend(
+            month_from=window[0],
+            month_to=window[1],
+            events=now,
+            previous_from=previous[0] if compare else None,
+            previous_to=previous[1] if compare else None,
+            previous_events=before if compare else None,
+            change=now - before if compare else None,
+        )
     return Summary(
+        trend=trend,
         pairs=t.pairs,
         countries=len(live.view.countries()),
         active_events=t.active_events,
@@ -145,13 +186,27 @@ async def pairs(
     status: Annotated[Status | None, Query()] = None,
     month_from: Annotated[str | None, Query(alias="from", pattern=MONTH, description="YYYY-MM")] = None,
     month_to: Annotated[str | None, Query(alias="to", pattern=MONTH, description="YYYY-MM")] = None,
-    sort: Annotated[Literal["events", "participants"], Query()] = "events",
+    sort: Annotated[
+        Literal["events", "participants", "change", "-change"],
+        Query(description="change: rising ties first, -change: falling first (with compare=previous)"),
+    ] = "events",
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    compare: Annotated[
+        Literal["previous"] | None,
+        Query(
+            description="each pair also gets previous_events (the window just before, same length) and change"
+        ),
+    ] = None,
 ) -> PairPage:
     code = canonical(country, status=400, where="query:country") if country is not None else None
-    if month_from and month_to and month_from > month_to:
-        raise Problem(400, f"from ({month_from}) is after to ({month_to})")
+    _window(month_from, month_to, compare)
+    if sort in ("change", "-change") and not compare:
+        raise Problem(
+            400,
+            f"sort={sort} ranks by the change against the previous window: add compare=previous, from and to",
+            errors=[{"pointer": "query:sort", "message": "needs compare=previous"}],
+        )
     query = PairQuery(
         country=code,
         kind=kind.value if kind else None,
@@ -161,6 +216,7 @@ async def pairs(
         sort=sort,
         limit=limit,
         offset=offset,
+        compare=compare is not None,
     )
     page = _live(request).view.query(query)
     return PairPage(

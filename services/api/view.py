@@ -22,7 +22,7 @@ from sortedcontainers import SortedList
 
 from schemas.records import PairStats
 
-SortKey = Literal["events", "participants"]
+SortKey = Literal["events", "participants", "change", "-change"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,7 @@ class PairQuery:
     sort: SortKey = "events"
     limit: int = 20
     offset: int = 0
+    compare: bool = False  # also the previous window of the same length (needs both months)
 
     @property
     def months(self) -> bool:
@@ -44,13 +45,24 @@ class PairQuery:
 
     @property
     def filtered(self) -> bool:
-        return self.country is not None or self.kind is not None or self.status is not None or self.months
+        return (
+            self.country is not None
+            or self.kind is not None
+            or self.status is not None
+            or self.months
+            or self.compare
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Ranked:
     stats: PairStats
     value: int
+    previous: int | None = None  # events in the previous window (compare=previous)
+
+    @property
+    def change(self) -> int | None:
+        return None if self.previous is None else self.value - self.previous
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +103,20 @@ def months_in(stats: PairStats, month_from: str | None, month_to: str | None) ->
     low = month_from or ""
     high = month_to or "9999-99"
     return sum(n for month, n in stats.by_month.items() if low <= month <= high)
+
+
+def shift_month(month: str, months: int) -> str:
+    year, mo = int(month[:4]), int(month[5:7])
+    index = year * 12 + (mo - 1) + months
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def previous_window(month_from: str, month_to: str) -> tuple[str, str]:
+    """The window of the same number of months that ends just before ``month_from``."""
+    length = (
+        (int(month_to[:4]) * 12 + int(month_to[5:7])) - (int(month_from[:4]) * 12 + int(month_from[5:7])) + 1
+    )
+    return shift_month(month_from, -length), shift_month(month_from, -1)
 
 
 def rank_value(stats: PairStats, query: PairQuery) -> int:
@@ -222,6 +248,8 @@ class LiveView:
             ranking = self._rank[query.sort]
             items = [self._pairs[pair] for _, pair in ranking.islice(start, stop)]
             return Page(total=len(ranking), items=[Ranked(s, rank_value(s, query)) for s in items])
+        if query.compare:
+            return self._compare(query)
         index = self._single_index(query)
         if index is not None:  # only kind, or only status, ranked by events: already sorted
             items = [self._pairs[pair] for _, pair in index.islice(start, stop)]
@@ -234,6 +262,43 @@ class LiveView:
         hits = [(-rank_value(s, query), s.pair) for s in candidates if matches(s, query)]
         best = heapq.nsmallest(stop, hits)[start:stop]
         return Page(total=len(hits), items=[Ranked(self._pairs[pair], -neg) for neg, pair in best])
+
+    def _compare(self, query: PairQuery) -> Page:
+        """Pairs with events in the window or the previous one, with both counts and the change."""
+        assert query.month_from is not None and query.month_to is not None
+        prev_from, prev_to = previous_window(query.month_from, query.month_to)
+        candidates: Iterable[PairStats]
+        if query.country is not None:
+            candidates = (self._pairs[p] for p in self._by_country.get(query.country, ()))
+        else:
+            candidates = self._pairs.values()
+        rows: list[tuple[int, str, int, int]] = []
+        for s in candidates:
+            if query.kind is not None and s.by_kind.get(query.kind, 0) <= 0:
+                continue
+            if query.status is not None and s.by_status.get(query.status, 0) <= 0:
+                continue
+            now = months_in(s, query.month_from, query.month_to)
+            before = months_in(s, prev_from, prev_to)
+            if now or before:
+                key = {"change": before - now, "-change": now - before, "participants": -s.participants}.get(
+                    query.sort, -now
+                )
+                rows.append((key, s.pair, now, before))
+        start, stop = query.offset, query.offset + query.limit
+        best = heapq.nsmallest(stop, rows)[start:stop]
+        return Page(
+            total=len(rows),
+            items=[Ranked(self._pairs[pair], now, before) for _, pair, now, before in best],
+        )
+
+    def trend(self, month_from: str, month_to: str) -> tuple[int, int]:
+        """(events in the window, events in the previous window), summed over pairs."""
+        prev_from, prev_to = previous_window(month_from, month_to)
+        by_month = self._by_month
+        now = sum(n for m, n in by_month.items() if month_from <= m <= month_to)
+        before = sum(n for m, n in by_month.items() if prev_from <= m <= prev_to)
+        return now, before
 
     def _single_index(self, query: PairQuery) -> SortedList | None:
         if query.country is not None or query.months or query.sort != "events":

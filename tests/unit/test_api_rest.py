@@ -248,3 +248,38 @@ async def test_open_when_no_tokens(client: httpx.AsyncClient) -> None:
     assert "securitySchemes" not in spec.get("components", {})
     for op in ("/v1/summary", "/v1/pairs", "/v1/pairs/{a}/{b}", "/v1/countries/{code}", "/v1/stream"):
         assert op in spec["paths"]
+
+
+async def test_trends_against_the_previous_window() -> None:
+    app = create_app(ApiSettings())
+    live = app.state.live
+    live.apply(make_stats("CN", "US", events=5, by_month={"1971-04": 3, "1972-04": 2}))  # falling
+    live.apply(make_stats("DE", "FR", events=4, by_month={"1972-01": 4}))  # rising
+    live.apply(make_stats("FR", "US", events=2, by_month={"1971-06": 1, "1972-06": 1}))  # flat
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c,
+    ):
+        params = {"from": "1972-01", "to": "1972-12", "compare": "previous"}
+        body = (await c.get("/v1/pairs", params={**params, "sort": "change"})).json()
+        rows = [(i["pair"], i["value"], i["previous_events"], i["change"]) for i in body["items"]]
+        assert rows == [("DE-FR", 4, 0, 4), ("FR-US", 1, 1, 0), ("CN-US", 2, 3, -1)]
+        body = (await c.get("/v1/pairs", params={**params, "sort": "-change"})).json()
+        assert [i["pair"] for i in body["items"]] == ["CN-US", "FR-US", "DE-FR"]
+        trend = (await c.get("/v1/summary", params=params)).json()["trend"]
+        assert trend == {
+            "from": "1972-01",
+            "to": "1972-12",
+            "events": 7,
+            "previous_from": "1971-01",
+            "previous_to": "1971-12",
+            "previous_events": 4,
+            "change": 3,
+        }
+        for bad, pointer in (
+            ({"compare": "previous", "from": "1972-01"}, "query:compare"),
+            ({"sort": "change"}, "query:sort"),
+        ):
+            r = await c.get("/v1/pairs", params=bad)
+            assert r.status_code == 400 and r.json()["errors"][0]["pointer"] == pointer
+        assert (await c.get("/v1/summary")).json()["trend"] is None

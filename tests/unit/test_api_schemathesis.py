@@ -54,8 +54,14 @@ def _refused_by_choice(case: schemathesis.Case) -> bool:
         and isinstance(query.get("to"), str)
         and query["from"] > query["to"]
     )
+    compare_without_window = query.get("compare") == "previous" and not (
+        isinstance(query.get("from"), str) and isinstance(query.get("to"), str)
+    )
+    change_without_compare = query.get("sort") in ("change", "-change") and query.get("compare") != "previous"
     return (
         reversed_range
+        or (case.path in ("/v1/pairs", "/v1/summary") and compare_without_window)
+        or (case.path == "/v1/pairs" and change_without_compare)
         or _same_country(path.get("a"), path.get("b"))
         or (case.path == "/v1/events" and case.method.upper() == "GET" and _bad_event_query(query))
     )
