@@ -147,6 +147,8 @@ def test_alerts_cover_the_pipeline() -> None:
         "handshake_api_ready",
         "handshake_aggregator_recovered",
         "handshake_api_view_staleness_seconds",  # api view staleness
+        "handshake_api_reconcile_differing_pairs",  # aggregates and the event index disagree
+        "handshake_api_index_lag",  # the event index falls behind
     ):
         assert needed in text, f"no alert uses {needed}"
 
