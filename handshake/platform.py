@@ -91,6 +91,9 @@ class Child:
             self.log_file.close()
 
 
+HISTORY = Path(__file__).parent / "data" / "history.ndjson"
+
+
 def handshake_exe() -> str:
     exe = Path(sys.executable).parent / "handshake"
     return str(exe) if exe.exists() else "handshake"
@@ -203,6 +206,7 @@ class Platform:
             self._write_pids()
             self._wait_ready(child)
         if self.cfg.demo:
+            self._load_history()
             self.demo_key = self._demo_partner()
             feed = self._child(
                 "demo-feed",
@@ -222,17 +226,35 @@ class Platform:
             self._write_pids()
         self._banner()
 
-    def _demo_partner(self) -> str:
-        path = self.data_dir / "demo-partner.json"
+    def _partner(self, file: str, name: str, rate: float) -> str:
+        """The key of a partner the platform created once (kept in ``data_dir/file``, mode 0600)."""
+        path = self.data_dir / file
         if path.exists():
             return str(json.loads(path.read_text())["key"])
         from services.ingest.partners import create_partner
 
         settings = KafkaSettings(kafka_bootstrap=self.cfg.bootstrap)
-        partner_id, key = create_partner(settings, "Demo Exchange Partner", rate=200.0)
+        partner_id, key = create_partner(settings, name, rate=rate)
         path.write_text(json.dumps({"partner_id": partner_id, "key": key}))
         path.chmod(0o600)
         return key
+
+    def _demo_partner(self) -> str:
+        return self._partner("demo-partner.json", "Demo Exchange Partner", 200.0)
+
+    def _load_history(self) -> None:
+        """The curated real exchanges (``handshake/data/history.ndjson``), under their own partner.
+
+        Fixed event ids and revisions: a second start answers ``duplicate`` for each, nothing changes.
+        """
+        from handshake.push import push_file
+
+        key = self._partner("history-partner.json", "Citizen Diplomacy History", 500.0)
+        summary = push_file(HISTORY, f"http://127.0.0.1:{self.cfg.ingest_port}", key)
+        self.say(
+            f"==> history: {summary.accepted} documented exchanges loaded, {summary.duplicate} already there"
+            + (f", {summary.rejected} rejected" if summary.rejected else "")
+        )
 
     def _banner(self) -> None:
         api = f"http://127.0.0.1:{self.cfg.api_port}"

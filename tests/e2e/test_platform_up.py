@@ -112,6 +112,15 @@ def test_up_runs_the_platform_with_demo_data_and_down_leaves_nothing(
         key = re.search(r"(hsk_\S+)", banner)
         assert key, banner
         assert "curl -X POST" in banner
+        loaded = re.search(r"history: (\d+) documented exchanges loaded, 0 already there", banner)
+        assert loaded and int(loaded.group(1)) >= 30, banner
+        # the real history is searchable in the event index at once
+        deadline = time.monotonic() + 30
+        found: list[dict[str, object]] = []
+        while time.monotonic() < deadline and not found:
+            found = httpx.get(f"{api}/v1/events", params={"q": "ping-pong", "pair": "US-CN"}).json()["items"]
+            time.sleep(0.5)
+        assert "pingpong-1971" in {i["event_id"] for i in found}
         # demo events flow partner -> ingest -> Kafka -> aggregator -> Kafka -> api
         deadline = time.monotonic() + 90
         pairs: dict[str, int] = {}
