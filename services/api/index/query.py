@@ -25,6 +25,8 @@ from typing import Literal
 
 import orjson
 
+from services.api.index.schema import day
+
 Sort = Literal["starts_on", "-starts_on", "received_at", "-received_at"]
 SORTS: tuple[Sort, ...] = ("starts_on", "-starts_on", "received_at", "-received_at")
 DEFAULT_SORT: Sort = "-starts_on"
@@ -86,20 +88,20 @@ class EventQuery:
     partner: str | None = None
     sort: Sort = DEFAULT_SORT
     limit: int = 50
-    after: tuple[str, int] | None = None  # (sort value, id) of the last item of the previous page
+    after: tuple[int, int] | None = None  # (sort value, id) of the last item of the previous page
 
 
-def encode_cursor(sort: Sort, value: str, rowid: int) -> str:
+def encode_cursor(sort: Sort, value: int, rowid: int) -> str:
     raw = orjson.dumps([sort, value, rowid])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, sort: Sort) -> tuple[str, int]:
+def decode_cursor(cursor: str, sort: Sort) -> tuple[int, int]:
     """(value, id) of a cursor made for ``sort``; QueryError naming ``query:cursor`` otherwise."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         made_for, value, rowid = orjson.loads(raw)
-        if not isinstance(value, str) or type(rowid) is not int or made_for not in SORTS:
+        if type(value) is not int or type(rowid) is not int or made_for not in SORTS:
             raise ValueError
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise QueryError("query:cursor", "not a cursor from this api (use next_cursor as given)") from None
@@ -150,11 +152,13 @@ def build(query: EventQuery) -> Sql:
             params.append(value)
     if query.date_from is not None:
         conditions.append(f"{alias}.starts_on >= ?")
-        params.append(query.date_from.isoformat())
+        params.append(day(query.date_from))
     if query.date_to is not None:
         conditions.append(f"{alias}.starts_on <= ?")
-        params.append(query.date_to.isoformat())
+        params.append(day(query.date_to))
     where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
+    if column == "received_at":  # the pair and country rows are kept in date order only
+        alias = "e"
     return Sql(
         base=f"FROM {driver}{where}",
         params=tuple(params),
@@ -171,7 +175,7 @@ class Page:
     next_cursor: str | None
 
 
-def _rows(conn: sqlite3.Connection, sql: Sql, after: tuple[str, int] | None, limit: int) -> list[tuple]:
+def _rows(conn: sqlite3.Connection, sql: Sql, after: tuple[int, int] | None, limit: int) -> list[tuple]:
     order = "DESC" if sql.descending else "ASC"
     where, params = sql.base, list(sql.params)
     if after is not None:
@@ -220,5 +224,5 @@ def get(conn: sqlite3.Connection, key: str) -> bytes | None:
     return None if row is None else bytes(row[0])
 
 
-def with_after(query: EventQuery, after: tuple[str, int] | None) -> EventQuery:
+def with_after(query: EventQuery, after: tuple[int, int] | None) -> EventQuery:
     return replace(query, after=after)

@@ -21,7 +21,8 @@ from typing import TypeVar
 import anyio.to_thread
 
 from services.api.hub import StreamHub
-from services.api.index.store import COUNTERS, Change, IndexStore, Record, connect
+from services.api.index.schema import connect
+from services.api.index.store import COUNTERS, Change, IndexStore, Record
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""The event index's SQLite file: schema, opening (rebuilding what cannot be read) and the writer.
+"""The event index's writer: opening the file (rebuilding what cannot be read) and applying records.
 
 One writer (the index's consumer thread) applies batches of Kafka records; each batch's rows and
 the next offset of every partition it read commit in one transaction, so after any crash the
@@ -7,22 +7,25 @@ The acceptance rule is the contract's (:func:`schemas.acceptance.judge`), the re
 with the contract's decoder (:func:`schemas.records.decode_event`); a record the decoder refuses
 is skipped and counted (the aggregator dead-letters the same records).
 
-Tables:
+Tables (:mod:`services.api.index.schema`):
 
 - ``events``: one row per event (its accepted state); ``doc`` is the event's API JSON, ready to
   serve; the text columns feed ``events_fts`` (FTS5, external content, kept in step here);
-- ``event_pairs`` / ``event_countries``: one row per pair / country of an event, with the sort
-  columns copied so that a pair's or a country's events are read in order from an index;
-  ``event_pairs`` also holds the event's checksum halves and whether it is active, which is all
-  :func:`pair_figures` needs to reconcile against the aggregates;
+- ``event_pairs`` / ``event_countries``: one row per pair / country of an event, keyed by
+  (pair or country, starts_on, id) so that a pair's or a country's events are read in date
+  order from their primary key; ``event_pairs`` also holds the event's checksum halves and
+  whether it is active, all that :func:`pair_figures` needs to reconcile with the aggregates;
 - ``offsets`` (partition -> next offset) and ``meta`` (schema version, topic, counters).
+
+Speed: new events (all of them while rebuilding) are written with one ``executemany`` per table
+per batch, with ids assigned here; an event whose stored row changes is written at once. The
+content hash, which only tells a duplicate from a conflict at equal revisions, is computed
+only then (for a stored row, from its doc), so it is not stored.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -32,75 +35,24 @@ from typing import Any
 import orjson
 
 from schemas.acceptance import Verdict, is_active, judge
-from schemas.events import AcceptedEvent, content_hash
+from schemas.events import AcceptedEvent, ExchangeEvent, content_hash, fields_hash
 from schemas.pairs import contributions, event_checksum
 from schemas.records import RecordError, decode_event, event_key
+from services.api.index.schema import DDL, SCHEMA_VERSION, connect, day, micros, remove_files
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1"
 Record = tuple[int, int, bytes | None, bytes | None, Any]  # partition, offset, key, value, headers
-
-DDL = """
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS offsets (partition INTEGER PRIMARY KEY, next INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL UNIQUE,
-    partner_id TEXT NOT NULL,
-    revision INTEGER NOT NULL,
-    hash TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    status TEXT NOT NULL,
-    starts_on TEXT NOT NULL,
-    received_at TEXT NOT NULL,
-    title TEXT NOT NULL,
-    city TEXT,
-    organizer TEXT,
-    description TEXT,
-    tags TEXT,
-    doc BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_starts ON events (starts_on, id);
-CREATE INDEX IF NOT EXISTS events_received ON events (received_at, id);
-CREATE INDEX IF NOT EXISTS events_partner_starts ON events (partner_id, starts_on, id);
-CREATE INDEX IF NOT EXISTS events_partner_received ON events (partner_id, received_at, id);
-CREATE TABLE IF NOT EXISTS event_pairs (
-    pair TEXT NOT NULL,
-    id INTEGER NOT NULL,
-    starts_on TEXT NOT NULL,
-    received_at TEXT NOT NULL,
-    active INTEGER NOT NULL,
-    ck_hi INTEGER NOT NULL,
-    ck_lo INTEGER NOT NULL,
-    PRIMARY KEY (pair, id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS event_pairs_id ON event_pairs (id);
-CREATE INDEX IF NOT EXISTS event_pairs_starts ON event_pairs (pair, starts_on, id);
-CREATE INDEX IF NOT EXISTS event_pairs_received ON event_pairs (pair, received_at, id);
-CREATE TABLE IF NOT EXISTS event_countries (
-    country TEXT NOT NULL,
-    id INTEGER NOT NULL,
-    starts_on TEXT NOT NULL,
-    received_at TEXT NOT NULL,
-    PRIMARY KEY (country, id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS event_countries_id ON event_countries (id);
-CREATE INDEX IF NOT EXISTS event_countries_starts ON event_countries (country, starts_on, id);
-CREATE INDEX IF NOT EXISTS event_countries_received ON event_countries (country, received_at, id);
-CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5 (
-    title, city, organizer, description, tags,
-    content = 'events', content_rowid = 'id',
-    tokenize = 'unicode61 remove_diacritics 2'
-);
-"""
-TEXT_COLUMNS = ("title", "city", "organizer", "description", "tags")
 COUNTERS = ("applied", "duplicate", "stale", "conflict", "skipped")
-
-
-def received_text(event: AcceptedEvent) -> str:
-    """``received_at`` at fixed width (microseconds always), so text order is time order."""
-    return event.received_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+_PARTNER_FIELDS = tuple(ExchangeEvent.model_fields)
+_EVENT_COLUMNS = (
+    "id, key, partner_id, revision, kind, status, starts_on, received_at, pairs, countries,"
+    " title, city, organizer, description, tags, doc"
+)
+_INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({','.join('?' * 16)})"
+_INSERT_FTS = "INSERT INTO events_fts (rowid, title, city, organizer, description, tags) VALUES (?,?,?,?,?,?)"
+_INSERT_PAIR = "INSERT INTO event_pairs VALUES (?,?,?,?,?,?)"
+_INSERT_COUNTRY = "INSERT INTO event_countries VALUES (?,?,?)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,31 +67,30 @@ class Change:
     doc: bytes
 
 
-def item_doc(event: AcceptedEvent, key: str, pairs: list[str]) -> bytes:
-    """The event's API JSON (``EventItem``): the accepted event with its key and pair keys."""
-    data = event.model_dump(mode="json")
-    data["key"] = key
-    data["pairs"] = pairs
-    return orjson.dumps(data)
+@dataclass(slots=True)
+class Stored:
+    """What the writer needs of a stored row (from the file, or written earlier in this batch)."""
+
+    id: int
+    revision: int
+    status: str
+    kind: str
+    starts_on: int
+    pairs: list[str]
+    countries: list[str]
+    texts: tuple[str | None, ...]
+    doc: bytes
 
 
-def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        conn.execute("PRAGMA query_only = ON")
-    else:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")  # WAL: a crash never corrupts, loses no commit
-    conn.execute("PRAGMA cache_size = -32000")
-    conn.execute("PRAGMA temp_store = MEMORY")
-    return conn
+def stored_hash(row: Stored) -> str:
+    """The content hash of a stored row, from its doc (needed only at equal revisions)."""
+    data = orjson.loads(row.doc)
+    return fields_hash({name: data[name] for name in _PARTNER_FIELDS})
 
 
-def remove_files(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{path}{suffix}")
+def _texts(event: AcceptedEvent) -> tuple[str | None, ...]:
+    tags = "\n".join(event.tags) if event.tags else None
+    return (event.title, event.city, event.organizer, event.description, tags)
 
 
 class IndexStore:
@@ -216,6 +167,21 @@ class IndexStore:
         rows = self.conn.execute("SELECT k, v FROM meta WHERE k LIKE 'count_%'").fetchall()
         return {k.removeprefix("count_"): int(v) for k, v in rows}
 
+    def _load(self, keys: list[str]) -> dict[str, Stored]:
+        out: dict[str, Stored] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            rows = self.conn.execute(
+                "SELECT key, id, revision, status, kind, starts_on, pairs, countries,"
+                f" title, city, organizer, description, tags, doc FROM events WHERE key IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            for r in rows:
+                out[r[0]] = Stored(
+                    r[1], r[2], r[3], r[4], r[5], r[6].split(), r[7].split(), tuple(r[8:13]), r[13]
+                )
+        return out
+
     # --- writing ------------------------------------------------------------------------
 
     def apply(self, records: Iterable[Record]) -> tuple[list[Change], dict[str, int]]:
@@ -224,26 +190,25 @@ class IndexStore:
         Returns the changes (for the live stream) and this batch's count per verdict.
         """
         counts = dict.fromkeys(COUNTERS, 0)
-        changes: list[Change] = []
         nexts: dict[int, int] = {}
+        events: list[AcceptedEvent] = []
+        for partition, offset, key, value, headers in records:
+            nexts[partition] = max(nexts.get(partition, 0), offset + 1)
+            try:
+                events.append(decode_event(key, value, headers))
+            except RecordError as exc:
+                counts["skipped"] += 1
+                log.warning(
+                    "skipping a record the contract cannot read",
+                    extra={"partition": partition, "offset": offset, "reason": exc.reason},
+                )
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for partition, offset, key, value, headers in records:
-                nexts[partition] = max(nexts.get(partition, 0), offset + 1)
-                try:
-                    event = decode_event(key, value, headers)
-                except RecordError as exc:
-                    counts["skipped"] += 1
-                    log.warning(
-                        "skipping a record the contract cannot read",
-                        extra={"partition": partition, "offset": offset, "reason": exc.reason},
-                    )
-                    continue
-                verdict, change = self._apply_event(event)
-                counts[verdict.value] += 1
-                if change is not None:
-                    changes.append(change)
+            batch = _Batch(self, [event_key(e.partner_id, e.event_id) for e in events])
+            for event in events:
+                counts[batch.apply(event).value] += 1
+            batch.flush()
             conn.executemany("INSERT OR REPLACE INTO offsets VALUES (?, ?)", sorted(nexts.items()))
             conn.executemany(
                 "UPDATE meta SET v = CAST(v AS INTEGER) + ? WHERE k = ?",
@@ -253,98 +218,109 @@ class IndexStore:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return changes, counts
+        return batch.changes, counts
 
-    def _apply_event(self, event: AcceptedEvent) -> tuple[Verdict, Change | None]:
-        conn = self.conn
+
+class _Batch:
+    """One transaction's writes: new rows buffered for executemany, changed rows written at once."""
+
+    def __init__(self, store: IndexStore, keys: list[str]) -> None:
+        self.conn = store.conn
+        self.stored = store._load(sorted(set(keys)))
+        self.next_id = (self.conn.execute("SELECT max(id) FROM events").fetchone()[0] or 0) + 1
+        self.pending: set[str] = set()  # keys of buffered (not yet written) rows
+        self.rows: list[tuple[Any, ...]] = []
+        self.fts: list[tuple[Any, ...]] = []
+        self.pair_rows: list[tuple[Any, ...]] = []
+        self.country_rows: list[tuple[Any, ...]] = []
+        self.changes: list[Change] = []
+
+    def apply(self, event: AcceptedEvent) -> Verdict:
         key = event_key(event.partner_id, event.event_id)
-        chash = content_hash(event)
-        old = conn.execute(
-            "SELECT id, revision, hash, status, title, city, organizer, description, tags, kind"
-            " FROM events WHERE key = ?",
-            (key,),
-        ).fetchone()
-        verdict = judge(old[1] if old else None, old[2] if old else None, event.revision, chash)
-        if verdict is not Verdict.applied:
-            return verdict, None
-        pairs = [c.pair for c in contributions(event)]
-        doc = item_doc(event, key, pairs)
-        received = received_text(event)
-        starts = event.starts_on.isoformat()
-        texts = (
-            event.title,
-            event.city,
-            event.organizer,
-            event.description,
-            "\n".join(event.tags) if event.tags else None,
-        )
-        row = (
-            key,
-            event.partner_id,
-            event.revision,
-            chash,
-            event.kind.value,
-            event.status.value,
-            starts,
-            received,
-        )
-        before: set[str] = set()
-        was_in: set[str] = set()
-        kinds = {event.kind.value}
-        if old is None:
-            cur = conn.execute(
-                "INSERT INTO events (key, partner_id, revision, hash, kind, status, starts_on, received_at,"
-                " title, city, organizer, description, tags, doc) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (*row, *texts, doc),
-            )
-            rowid = cur.lastrowid
-            assert rowid is not None
-            change = "cancelled" if not is_active(event.status.value) else "new"
+        old = self.stored.get(key)
+        if old is not None and old.revision == event.revision:
+            verdict = judge(old.revision, stored_hash(old), event.revision, content_hash(event))
         else:
-            rowid = old[0]
-            conn.execute(
-                "INSERT INTO events_fts (events_fts, rowid, title, city, organizer, description, tags)"
-                " VALUES ('delete', ?, ?, ?, ?, ?, ?)",
-                (rowid, *old[4:9]),
-            )
-            conn.execute(
-                "UPDATE events SET key=?, partner_id=?, revision=?, hash=?, kind=?, status=?, starts_on=?,"
-                " received_at=?, title=?, city=?, organizer=?, description=?, tags=?, doc=? WHERE id=?",
-                (*row, *texts, doc, rowid),
-            )
-            before = {
-                r[0] for r in conn.execute("DELETE FROM event_pairs WHERE id = ? RETURNING pair", (rowid,))
-            }
-            was_in = {
-                r[0]
-                for r in conn.execute("DELETE FROM event_countries WHERE id = ? RETURNING country", (rowid,))
-            }
-            kinds.add(old[9])
-            was_active = is_active(old[3])
-            change = "cancelled" if was_active and not is_active(event.status.value) else "corrected"
-        conn.execute(
-            "INSERT INTO events_fts (rowid, title, city, organizer, description, tags) VALUES (?,?,?,?,?,?)",
-            (rowid, *texts),
-        )
+            verdict = judge(None if old is None else old.revision, None, event.revision, "")
+        if verdict is not Verdict.applied:
+            return verdict
+        pairs = [c.pair for c in contributions(event)]
+        countries = sorted(set(event.countries))
+        data = event.model_dump(mode="json")
+        data["key"] = key
+        data["pairs"] = pairs
+        doc = orjson.dumps(data)
+        starts, status, texts = day(event.starts_on), event.status.value, _texts(event)
+        active = int(is_active(status))
+        if old is None:
+            rowid = self.next_id
+            self.next_id += 1
+            change = "new" if active else "cancelled"
+            before_pairs: list[str] = []
+            before_countries: list[str] = []
+            kinds = frozenset((event.kind.value,))
+        else:
+            rowid = old.id
+            if key in self.pending:
+                self.flush()
+            self._remove(old)
+            change = "cancelled" if is_active(old.status) and not active else "corrected"
+            before_pairs, before_countries = old.pairs, old.countries
+            kinds = frozenset((event.kind.value, old.kind))
+        row = (
+            rowid, key, event.partner_id, event.revision, event.kind.value, status, starts,
+            micros(event.received_at), " ".join(pairs), " ".join(countries), *texts, doc,
+        )  # fmt: skip
         checksum = event_checksum(event.partner_id, event.event_id)
-        active = int(is_active(event.status.value))
+        self.rows.append(row)
+        self.fts.append((rowid, *texts))
+        self.pair_rows.extend(
+            (p, starts, rowid, active, checksum >> 32, checksum & 0xFFFFFFFF) for p in pairs
+        )
+        self.country_rows.extend((c, starts, rowid) for c in countries)
+        self.pending.add(key)
+        self.stored[key] = Stored(
+            rowid, event.revision, status, event.kind.value, starts, pairs, countries, texts, doc
+        )
+        self.changes.append(
+            Change(
+                change=change,
+                key=key,
+                kinds=kinds,
+                countries=frozenset(countries) | frozenset(before_countries),
+                pairs=frozenset(pairs) | frozenset(before_pairs),
+                doc=doc,
+            )
+        )
+        return verdict
+
+    def _remove(self, old: Stored) -> None:
+        """Delete a written row and its dependents (the new state is then inserted again)."""
+        conn = self.conn
+        conn.execute(
+            "INSERT INTO events_fts (events_fts, rowid, title, city, organizer, description, tags)"
+            " VALUES ('delete', ?, ?, ?, ?, ?, ?)",
+            (old.id, *old.texts),
+        )
+        conn.execute("DELETE FROM events WHERE id = ?", (old.id,))
         conn.executemany(
-            "INSERT INTO event_pairs VALUES (?,?,?,?,?,?,?)",
-            [(p, rowid, starts, received, active, checksum >> 32, checksum & 0xFFFFFFFF) for p in pairs],
+            "DELETE FROM event_pairs WHERE pair = ? AND starts_on = ? AND id = ?",
+            [(p, old.starts_on, old.id) for p in old.pairs],
         )
-        countries = set(event.countries)
         conn.executemany(
-            "INSERT INTO event_countries VALUES (?,?,?,?)",
-            [(c, rowid, starts, received) for c in sorted(countries)],
+            "DELETE FROM event_countries WHERE country = ? AND starts_on = ? AND id = ?",
+            [(c, old.starts_on, old.id) for c in old.countries],
         )
-        return verdict, Change(
-            change=change,
-            key=key,
-            kinds=frozenset(kinds),
-            countries=frozenset(countries | was_in),
-            pairs=frozenset(set(pairs) | before),
-            doc=doc,
-        )
+
+    def flush(self) -> None:
+        conn = self.conn
+        if self.rows:
+            conn.executemany(_INSERT_EVENT, self.rows)
+            conn.executemany(_INSERT_FTS, self.fts)
+            conn.executemany(_INSERT_PAIR, self.pair_rows)
+            conn.executemany(_INSERT_COUNTRY, self.country_rows)
+        self.rows, self.fts, self.pair_rows, self.country_rows = [], [], [], []
+        self.pending.clear()
 
 
 def pair_figures(conn: sqlite3.Connection) -> Iterator[tuple[str, int, int]]:

@@ -1,0 +1,91 @@
+"""The index file's tables and connections (see :mod:`services.api.index.store` for the rules).
+
+Dates are stored as integers so that the sort indexes stay small: ``starts_on`` as the date's
+proleptic ordinal (``date.toordinal()``), ``received_at`` as microseconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+SCHEMA_VERSION = "2"
+
+DDL = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS offsets (partition INTEGER PRIMARY KEY, next INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    partner_id TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    starts_on INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    pairs TEXT NOT NULL,
+    countries TEXT NOT NULL,
+    title TEXT NOT NULL,
+    city TEXT,
+    organizer TEXT,
+    description TEXT,
+    tags TEXT,
+    doc BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_starts ON events (starts_on, id);
+CREATE INDEX IF NOT EXISTS events_received ON events (received_at, id);
+CREATE INDEX IF NOT EXISTS events_partner ON events (partner_id, starts_on, id);
+CREATE TABLE IF NOT EXISTS event_pairs (
+    pair TEXT NOT NULL,
+    starts_on INTEGER NOT NULL,
+    id INTEGER NOT NULL,
+    active INTEGER NOT NULL,
+    ck_hi INTEGER NOT NULL,
+    ck_lo INTEGER NOT NULL,
+    PRIMARY KEY (pair, starts_on, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS event_countries (
+    country TEXT NOT NULL,
+    starts_on INTEGER NOT NULL,
+    id INTEGER NOT NULL,
+    PRIMARY KEY (country, starts_on, id)
+) WITHOUT ROWID;
+CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5 (
+    title, city, organizer, description, tags,
+    content = 'events', content_rowid = 'id',
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+"""
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def day(d: date) -> int:
+    return d.toordinal()
+
+
+def micros(t: datetime) -> int:
+    delta = t - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        conn.execute("PRAGMA query_only = ON")
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")  # WAL: a crash never corrupts, loses no commit
+    conn.execute("PRAGMA cache_size = -64000")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    return conn
+
+
+def remove_files(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")
