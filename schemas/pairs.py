@@ -43,6 +43,12 @@ def contributions(event: ExchangeEvent) -> list[PairContribution]:
     return out
 
 
+def pair_keys(countries: list[str]) -> list[str]:
+    """The sorted pair keys of an event's countries (host and delegations): what
+    :func:`contributions` yields as ``pair``, without the rest (the event index needs only these)."""
+    return sorted(f"{a}-{b}" if a < b else f"{b}-{a}" for a, b in combinations(countries, 2))
+
+
 def event_checksum(partner_id: str, event_id: str) -> int:
     """64-bit unsigned hash of (partner_id, event_id); a pair's checksum sums these mod 2^64."""
     digest = hashlib.blake2b(f"{partner_id}/{event_id}".encode(), digest_size=8).digest()

@@ -14,7 +14,9 @@ from schemas.pairs import (
     event_checksum,
     month_of,
     pair_key,
+    pair_keys,
 )
+from tests.samples import EVENT
 
 CODES = [c for c, _ in all_countries()]
 
@@ -96,3 +98,11 @@ def test_checksum_range(partner_id: str, event_id: str) -> None:
     value = event_checksum(partner_id, event_id)
     assert 0 <= value < CHECKSUM_MOD
     assert value == event_checksum(partner_id, event_id)
+
+
+@given(st.lists(st.sampled_from(["FR", "DE", "US", "CN", "SUHH", "JP"]), min_size=2, max_size=6, unique=True))
+def test_pair_keys_are_the_contributions_pairs(codes: list[str]) -> None:
+    event = ExchangeEvent.model_validate(
+        {**EVENT, "host_country": codes[0], "delegations": [{"country": c} for c in codes[1:]]}
+    )
+    assert pair_keys(event.countries) == [c.pair for c in contributions(event)]

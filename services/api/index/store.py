@@ -36,7 +36,7 @@ import orjson
 
 from schemas.acceptance import Verdict, is_active, judge
 from schemas.events import AcceptedEvent, ExchangeEvent, content_hash, fields_hash
-from schemas.pairs import contributions, event_checksum
+from schemas.pairs import event_checksum, pair_keys
 from schemas.records import RecordError, decode_event, event_key
 from services.api.index.schema import DDL, SCHEMA_VERSION, connect, day, micros, remove_files
 
@@ -244,8 +244,9 @@ class _Batch:
             verdict = judge(None if old is None else old.revision, None, event.revision, "")
         if verdict is not Verdict.applied:
             return verdict
-        pairs = [c.pair for c in contributions(event)]
-        countries = sorted(set(event.countries))
+        codes = event.countries
+        pairs = pair_keys(codes)
+        countries = sorted(codes)  # distinct: the contract forbids a delegation from the host
         data = event.model_dump(mode="json")
         data["key"] = key
         data["pairs"] = pairs
