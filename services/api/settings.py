@@ -37,6 +37,12 @@ class ApiSettings(KafkaSettings):
         description="where the event index (events.sqlite3) lives; rebuilt from Kafka when lost",
     )
     index_batch: int = Field(5000, ge=1, description="records per index transaction at most")
+    index_workers: int = Field(
+        2, ge=1, le=32, description="processes that read a large backlog into the event index (1: no workers)"
+    )
+    index_catchup_records: int = Field(
+        50_000, ge=1, description="backlog (records) from which the index starts catch-up workers"
+    )
     reconcile_interval_seconds: float = Field(
         30.0, gt=0, description="how often the api reconciles the aggregates with the event index"
     )

@@ -74,7 +74,7 @@ class EventIndex:
     def apply(self, records: Iterable[Record]) -> list[Change]:
         """Apply records (writer thread); their changes go to the live stream once caught up."""
         store = self.open()
-        changes, counts = store.apply(records)
+        changes, counts = store.apply(records, changes=self.publish_live)
         for name, n in counts.items():
             self.counts[name] += n
         self.last_apply_monotonic = time.monotonic()

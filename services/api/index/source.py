@@ -16,7 +16,9 @@ import time
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+from services.api.index import catchup
 from services.api.index.service import EventIndex
+from services.api.index.store import IndexStore
 from services.api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,40 @@ class KafkaEventSource:
             self._stop.wait(0.5)
         return []
 
+    def _catch_up(
+        self,
+        store: IndexStore,
+        partitions: list[TopicPartition],
+        end: dict[TopicPartition, int],
+        stored: dict[int, int],
+    ) -> dict[int, int]:
+        """Read a large backlog with worker processes; returns the offsets stored afterwards."""
+        index = self.index
+        before, counted = sum(stored.values()), store.counters()
+
+        def progress() -> None:
+            now = store.offsets()
+            index.lag = sum(max(0, end[tp] - now.get(tp.partition, 0)) for tp in partitions)
+
+        started = time.monotonic()
+        catchup.run(
+            self.settings.model_dump_json(),
+            store.path,
+            [tp.partition for tp in partitions],
+            self.settings.index_workers,
+            self._stop,
+            progress,
+        )
+        after = store.offsets()
+        index.read_records += sum(after.values()) - before
+        for name, n in store.counters().items():
+            index.counts[name] += n - counted.get(name, 0)
+        log.info(
+            "event index catch-up done",
+            extra={"records": sum(after.values()) - before, "seconds": round(time.monotonic() - started, 1)},
+        )
+        return after
+
     def _consume(self) -> None:
         index = self.index
         store = index.open()
@@ -94,9 +130,12 @@ class KafkaEventSource:
                 index.reset()
                 store = index.open()
                 stored = {}
+            index.resumed_from = {tp.partition: stored.get(tp.partition, 0) for tp in partitions}
+            backlog = sum(max(0, end[tp] - stored.get(tp.partition, 0)) for tp in partitions)
+            if backlog >= self.settings.index_catchup_records and self.settings.index_workers > 1:
+                stored = self._catch_up(store, partitions, end, stored)
             for tp in partitions:
                 consumer.seek(tp, stored.get(tp.partition, 0))
-            index.resumed_from = {tp.partition: stored.get(tp.partition, 0) for tp in partitions}
             pending = {tp for tp in partitions if stored.get(tp.partition, 0) < end[tp]}
             index.lag = sum(max(0, end[tp] - stored.get(tp.partition, 0)) for tp in partitions)
             log.info(

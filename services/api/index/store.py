@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from schemas.acceptance import Verdict, is_active, judge
-from schemas.events import AcceptedEvent, ExchangeEvent, content_hash, fields_hash
+from schemas.events import AcceptedEvent, ExchangeEvent, fields_hash
 from schemas.pairs import event_checksum, pair_keys
 from schemas.records import RecordError, decode_event, event_key
 from services.api.index.schema import DDL, SCHEMA_VERSION, connect, day, micros, remove_files
@@ -82,15 +82,71 @@ class Stored:
     doc: bytes
 
 
-def stored_hash(row: Stored) -> str:
-    """The content hash of a stored row, from its doc (needed only at equal revisions)."""
-    data = orjson.loads(row.doc)
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An accepted event's row values, computed before the write lock is taken."""
+
+    key: str
+    partner_id: str
+    revision: int
+    kind: str
+    status: str
+    starts_on: int
+    received_at: int
+    pairs: list[str]
+    countries: list[str]
+    texts: tuple[str | None, ...]
+    checksum: int
+    doc: bytes
+
+
+def prepare(event: AcceptedEvent) -> Prepared:
+    """Everything the index stores of an event (pure)."""
+    key = event_key(event.partner_id, event.event_id)
+    codes = event.countries
+    pairs = pair_keys(codes)
+    data = event.model_dump(mode="json")
+    data["key"] = key
+    data["pairs"] = pairs
+    tags = "\n".join(event.tags) if event.tags else None
+    return Prepared(
+        key=key,
+        partner_id=event.partner_id,
+        revision=event.revision,
+        kind=event.kind.value,
+        status=event.status.value,
+        starts_on=day(event.starts_on),
+        received_at=micros(event.received_at),
+        pairs=pairs,
+        countries=sorted(codes),  # distinct: the contract forbids a delegation from the host
+        texts=(event.title, event.city, event.organizer, event.description, tags),
+        checksum=event_checksum(event.partner_id, event.event_id),
+        doc=orjson.dumps(data),
+    )
+
+
+def doc_hash(doc: bytes) -> str:
+    """The contract's content hash of the event in a doc (needed only at equal revisions)."""
+    data = orjson.loads(doc)
     return fields_hash({name: data[name] for name in _PARTNER_FIELDS})
 
 
-def _texts(event: AcceptedEvent) -> tuple[str | None, ...]:
-    tags = "\n".join(event.tags) if event.tags else None
-    return (event.title, event.city, event.organizer, event.description, tags)
+def decode_all(records: Iterable[Record]) -> tuple[list[Prepared], dict[int, int], int]:
+    """Decode and prepare records: (prepared events, next offset per partition, skipped count)."""
+    nexts: dict[int, int] = {}
+    prepared: list[Prepared] = []
+    skipped = 0
+    for partition, offset, key, value, headers in records:
+        nexts[partition] = max(nexts.get(partition, 0), offset + 1)
+        try:
+            prepared.append(prepare(decode_event(key, value, headers)))
+        except RecordError as exc:
+            skipped += 1
+            log.warning(
+                "skipping a record the contract cannot read",
+                extra={"partition": partition, "offset": offset, "reason": exc.reason},
+            )
+    return prepared, nexts, skipped
 
 
 class IndexStore:
@@ -184,32 +240,27 @@ class IndexStore:
 
     # --- writing ------------------------------------------------------------------------
 
-    def apply(self, records: Iterable[Record]) -> tuple[list[Change], dict[str, int]]:
+    def apply(self, records: Iterable[Record], changes: bool = True) -> tuple[list[Change], dict[str, int]]:
         """Apply records in log order and store the next offsets, in one transaction.
 
-        Returns the changes (for the live stream) and this batch's count per verdict.
+        Decoding and preparing happen before the write lock is taken (other writers, the
+        catch-up workers, go on meanwhile). Returns the changes (for the live stream; none when
+        ``changes`` is false) and this batch's count per verdict.
         """
+        prepared, nexts, skipped = decode_all(records)
         counts = dict.fromkeys(COUNTERS, 0)
-        nexts: dict[int, int] = {}
-        events: list[AcceptedEvent] = []
-        for partition, offset, key, value, headers in records:
-            nexts[partition] = max(nexts.get(partition, 0), offset + 1)
-            try:
-                events.append(decode_event(key, value, headers))
-            except RecordError as exc:
-                counts["skipped"] += 1
-                log.warning(
-                    "skipping a record the contract cannot read",
-                    extra={"partition": partition, "offset": offset, "reason": exc.reason},
-                )
+        counts["skipped"] = skipped
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            batch = _Batch(self, [event_key(e.partner_id, e.event_id) for e in events])
-            for event in events:
-                counts[batch.apply(event).value] += 1
+            batch = _Batch(self, [p.key for p in prepared], changes)
+            for p in prepared:
+                counts[batch.apply(p).value] += 1
             batch.flush()
-            conn.executemany("INSERT OR REPLACE INTO offsets VALUES (?, ?)", sorted(nexts.items()))
+            conn.executemany(
+                "INSERT INTO offsets VALUES (?, ?) ON CONFLICT (partition) DO UPDATE SET next = max(next, excluded.next)",
+                sorted(nexts.items()),
+            )
             conn.executemany(
                 "UPDATE meta SET v = CAST(v AS INTEGER) + ? WHERE k = ?",
                 [(n, f"count_{name}") for name, n in counts.items() if n],
@@ -224,7 +275,7 @@ class IndexStore:
 class _Batch:
     """One transaction's writes: new rows buffered for executemany, changed rows written at once."""
 
-    def __init__(self, store: IndexStore, keys: list[str]) -> None:
+    def __init__(self, store: IndexStore, keys: list[str], changes: bool) -> None:
         self.conn = store.conn
         self.stored = store._load(sorted(set(keys)))
         self.next_id = (self.conn.execute("SELECT max(id) FROM events").fetchone()[0] or 0) + 1
@@ -233,67 +284,61 @@ class _Batch:
         self.fts: list[tuple[Any, ...]] = []
         self.pair_rows: list[tuple[Any, ...]] = []
         self.country_rows: list[tuple[Any, ...]] = []
+        self.want_changes = changes
         self.changes: list[Change] = []
 
-    def apply(self, event: AcceptedEvent) -> Verdict:
-        key = event_key(event.partner_id, event.event_id)
-        old = self.stored.get(key)
-        if old is not None and old.revision == event.revision:
-            verdict = judge(old.revision, stored_hash(old), event.revision, content_hash(event))
+    def apply(self, p: Prepared) -> Verdict:
+        old = self.stored.get(p.key)
+        if old is not None and old.revision == p.revision:
+            verdict = judge(old.revision, doc_hash(old.doc), p.revision, doc_hash(p.doc))
         else:
-            verdict = judge(None if old is None else old.revision, None, event.revision, "")
+            verdict = judge(None if old is None else old.revision, None, p.revision, "")
         if verdict is not Verdict.applied:
             return verdict
-        codes = event.countries
-        pairs = pair_keys(codes)
-        countries = sorted(codes)  # distinct: the contract forbids a delegation from the host
-        data = event.model_dump(mode="json")
-        data["key"] = key
-        data["pairs"] = pairs
-        doc = orjson.dumps(data)
-        starts, status, texts = day(event.starts_on), event.status.value, _texts(event)
-        active = int(is_active(status))
+        active = int(is_active(p.status))
         if old is None:
             rowid = self.next_id
             self.next_id += 1
-            change = "new" if active else "cancelled"
-            before_pairs: list[str] = []
-            before_countries: list[str] = []
-            kinds = frozenset((event.kind.value,))
         else:
             rowid = old.id
-            if key in self.pending:
+            if p.key in self.pending:
                 self.flush()
             self._remove(old)
-            change = "cancelled" if is_active(old.status) and not active else "corrected"
-            before_pairs, before_countries = old.pairs, old.countries
-            kinds = frozenset((event.kind.value, old.kind))
-        row = (
-            rowid, key, event.partner_id, event.revision, event.kind.value, status, starts,
-            micros(event.received_at), " ".join(pairs), " ".join(countries), *texts, doc,
-        )  # fmt: skip
-        checksum = event_checksum(event.partner_id, event.event_id)
-        self.rows.append(row)
-        self.fts.append((rowid, *texts))
-        self.pair_rows.extend(
-            (p, starts, rowid, active, checksum >> 32, checksum & 0xFFFFFFFF) for p in pairs
-        )
-        self.country_rows.extend((c, starts, rowid) for c in countries)
-        self.pending.add(key)
-        self.stored[key] = Stored(
-            rowid, event.revision, status, event.kind.value, starts, pairs, countries, texts, doc
-        )
-        self.changes.append(
-            Change(
-                change=change,
-                key=key,
-                kinds=kinds,
-                countries=frozenset(countries) | frozenset(before_countries),
-                pairs=frozenset(pairs) | frozenset(before_pairs),
-                doc=doc,
+        starts = p.starts_on
+        self.rows.append(
+            (
+                rowid, p.key, p.partner_id, p.revision, p.kind, p.status, starts, p.received_at,
+                " ".join(p.pairs), " ".join(p.countries), *p.texts, p.doc,
             )
+        )  # fmt: skip
+        self.fts.append((rowid, *p.texts))
+        hi, lo = p.checksum >> 32, p.checksum & 0xFFFFFFFF
+        self.pair_rows.extend((pair, starts, rowid, active, hi, lo) for pair in p.pairs)
+        self.country_rows.extend((c, starts, rowid) for c in p.countries)
+        self.pending.add(p.key)
+        self.stored[p.key] = Stored(
+            rowid, p.revision, p.status, p.kind, starts, p.pairs, p.countries, p.texts, p.doc
         )
+        if self.want_changes:
+            self.changes.append(self._change(p, old))
         return verdict
+
+    @staticmethod
+    def _change(p: Prepared, old: Stored | None) -> Change:
+        if old is None:
+            change = "new" if is_active(p.status) else "cancelled"
+            return Change(
+                change, p.key, frozenset((p.kind,)), frozenset(p.countries), frozenset(p.pairs), p.doc
+            )
+        change = "cancelled" if is_active(old.status) and not is_active(p.status) else "corrected"
+        return Change(
+            change,
+            p.key,
+            frozenset((p.kind, old.kind)),
+            frozenset(p.countries) | frozenset(old.countries),
+            frozenset(p.pairs) | frozenset(old.pairs),
+            p.doc,
+        )
 
     def _remove(self, old: Stored) -> None:
         """Delete a written row and its dependents (the new state is then inserted again)."""
