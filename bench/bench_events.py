@@ -113,6 +113,7 @@ def rebuild(settings: KafkaSettings, path: Path) -> tuple[float, int]:
 
     index = EventIndex(path, settings.events_topic)
     source = KafkaEventSource(ApiSettings(**settings.model_dump()), index)
+    cpu0 = _cpu()
     began = time.perf_counter()
     source.start()
     while not index.publish_live:  # set by mark_caught_up (no event loop here)
@@ -121,7 +122,20 @@ def rebuild(settings: KafkaSettings, path: Path) -> tuple[float, int]:
             raise RuntimeError(f"index failed: {source.error!r}")
     seconds = time.perf_counter() - began
     source.stop()
+    global REBUILD_CPU
+    REBUILD_CPU = _cpu() - cpu0
     return seconds, index.read_records
+
+
+REBUILD_CPU = 0.0
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its waited-for children (the catch-up workers)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -231,6 +245,8 @@ def run(bootstrap: str, n: int, requests: int, work: Path) -> dict[str, Any]:
             "seconds": round(index_s, 1),
             "events_per_s": round(read / index_s),
             "records": read,
+            "cpu_s": round(REBUILD_CPU, 1),
+            "cpu_us_per_event": round(REBUILD_CPU / max(read, 1) * 1e6, 1),
         },
         "index_vs_raw": round((read / index_s) / (n / raw_s), 2),
         "file_mb": round(size / 1e6, 1),
