@@ -20,12 +20,12 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, timedelta
 from typing import Literal
 
 import orjson
 
-from services.api.index.schema import day
+from services.api.index.schema import first_id
 
 Sort = Literal["starts_on", "-starts_on", "received_at", "-received_at"]
 SORTS: tuple[Sort, ...] = ("starts_on", "-starts_on", "received_at", "-received_at")
@@ -114,56 +114,62 @@ def decode_cursor(cursor: str, sort: Sort) -> tuple[int, int]:
 class Sql:
     base: str  # FROM ... WHERE ... (without the keyset condition)
     params: tuple[object, ...]
-    sort_col: str
+    count: str  # SELECT count(*) ... of the same rows, joining only what the filters need
+    sort_col: str  # equals id_col when sorting by date (ids order by date)
     id_col: str
     descending: bool
 
 
 def build(query: EventQuery) -> Sql:
-    column = query.sort.lstrip("-")
     conditions: list[str] = []
     params: list[object] = []
+    needs_event = any(v is not None for v in (query.kind, query.status, query.partner))
     if query.pair is not None:
-        driver = "event_pairs d CROSS JOIN events e ON e.id = d.id"
+        table, ident = "event_pairs d", "d.id"
         conditions.append("d.pair = ?")
         params.append(query.pair)
-        alias = "d"
+        if query.country is not None:
+            conditions.append("d.id IN (SELECT id FROM event_countries WHERE country = ?)")
+            params.append(query.country)
     elif query.country is not None:
-        driver = "event_countries d CROSS JOIN events e ON e.id = d.id"
+        table, ident = "event_countries d", "d.id"
         conditions.append("d.country = ?")
         params.append(query.country)
-        alias = "d"
     elif query.q is not None:
-        driver = "events_fts f CROSS JOIN events e ON e.id = f.rowid"
+        table, ident = "events_fts f", "f.rowid"
         conditions.append("events_fts MATCH ?")
         params.append(query.q)
-        alias = "e"
     else:
-        driver, alias = "events e", "e"
-    if query.country is not None and query.pair is not None:
-        conditions.append("e.id IN (SELECT id FROM event_countries WHERE country = ?)")
-        params.append(query.country)
-    if query.q is not None and (query.pair is not None or query.country is not None):
-        conditions.append("e.id IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)")
+        table, ident, needs_event = "events e", "e.id", True
+    if query.q is not None and table != "events_fts f":
+        conditions.append(f"{ident} IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)")
         params.append(query.q)
+    if query.date_from is not None:  # a date range is an id range
+        conditions.append(f"{ident} >= ?")
+        params.append(first_id(query.date_from))
+    if query.date_to is not None:
+        conditions.append(f"{ident} < ?")
+        params.append(first_id(query.date_to + timedelta(days=1)))
+    driver_only = list(conditions)  # their parameters come first: a count without the event
     for name, value in (("kind", query.kind), ("status", query.status), ("partner_id", query.partner)):
         if value is not None:
             conditions.append(f"e.{name} = ?")
             params.append(value)
-    if query.date_from is not None:
-        conditions.append(f"{alias}.starts_on >= ?")
-        params.append(day(query.date_from))
-    if query.date_to is not None:
-        conditions.append(f"{alias}.starts_on <= ?")
-        params.append(day(query.date_to))
+    join = "" if table == "events e" else f" CROSS JOIN events e ON e.id = {ident}"
     where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
-    if column == "received_at":  # the pair and country rows are kept in date order only
-        alias = "e"
+    if needs_event:
+        count = f"SELECT count(*) FROM {table}{join}{where}"
+    else:
+        count = f"SELECT count(*) FROM {table}" + (
+            " WHERE " + " AND ".join(driver_only) if driver_only else ""
+        )
+    by_date = query.sort.lstrip("-") == "starts_on"
     return Sql(
-        base=f"FROM {driver}{where}",
+        base=f"FROM {table}{join}{where}",
         params=tuple(params),
-        sort_col=f"{alias}.{column}",
-        id_col=f"{alias}.id",
+        count=count,
+        sort_col=ident if by_date else "e.received_at",
+        id_col=ident,
         descending=query.sort.startswith("-"),
     )
 
@@ -178,21 +184,28 @@ class Page:
 def _rows(conn: sqlite3.Connection, sql: Sql, after: tuple[int, int] | None, limit: int) -> list[tuple]:
     order = "DESC" if sql.descending else "ASC"
     where, params = sql.base, list(sql.params)
+    by_id = sql.sort_col == sql.id_col
     if after is not None:
         op = "<" if sql.descending else ">"
         glue = " AND " if " WHERE " in where else " WHERE "
-        where += f"{glue}({sql.sort_col}, {sql.id_col}) {op} (?, ?)"
-        params.extend(after)
-    text = (
-        f"SELECT e.doc, {sql.sort_col}, {sql.id_col} {where} "
-        f"ORDER BY {sql.sort_col} {order}, {sql.id_col} {order} LIMIT ?"
-    )
+        if by_id:
+            where += f"{glue}{sql.id_col} {op} ?"
+            params.append(after[1])
+        else:
+            where += f"{glue}({sql.sort_col}, {sql.id_col}) {op} (?, ?)"
+            params.extend(after)
+    order_by = f"{sql.id_col} {order}" if by_id else f"{sql.sort_col} {order}, {sql.id_col} {order}"
+    text = f"SELECT e.doc, {sql.sort_col}, {sql.id_col} {where} ORDER BY {order_by} LIMIT ?"
     return conn.execute(text, (*params, limit)).fetchall()
 
 
 def count(conn: sqlite3.Connection, query: EventQuery) -> int:
     sql = build(query)
-    return int(conn.execute(f"SELECT count(*) {sql.base}", sql.params).fetchone()[0])
+    return int(conn.execute(sql.count, _count_params(sql)).fetchone()[0])
+
+
+def _count_params(sql: Sql) -> tuple[object, ...]:
+    return sql.params[: sql.count.count("?")]
 
 
 def page(conn: sqlite3.Connection, query: EventQuery) -> Page:
@@ -201,7 +214,7 @@ def page(conn: sqlite3.Connection, query: EventQuery) -> Page:
     more = len(rows) > query.limit
     rows = rows[: query.limit]
     cursor = encode_cursor(query.sort, rows[-1][1], rows[-1][2]) if more else None
-    total = int(conn.execute(f"SELECT count(*) {sql.base}", sql.params).fetchone()[0])
+    total = int(conn.execute(sql.count, _count_params(sql)).fetchone()[0])
     return Page(docs=[r[0] for r in rows], total=total, next_cursor=cursor)
 
 

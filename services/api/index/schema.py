@@ -1,7 +1,10 @@
 """The index file's tables and connections (see :mod:`services.api.index.store` for the rules).
 
-Dates are stored as integers so that the sort indexes stay small: ``starts_on`` as the date's
-proleptic ordinal (``date.toordinal()``), ``received_at`` as microseconds since the epoch.
+An event's row id orders by date: ``(starts_on ordinal << 40) | sequence`` (:func:`row_id`).
+So the table, each pair's and country's rows and the full-text index all hold events in
+``starts_on`` order: a page of a pair, of a country or of a search sorted by date is read from
+an index in order and stops after ``limit`` rows, and a date range is an id range. A correction
+that moves the date gives the event a new id. ``received_at`` is microseconds since the epoch.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -24,7 +27,6 @@ CREATE TABLE IF NOT EXISTS events (
     revision INTEGER NOT NULL,
     kind TEXT NOT NULL,
     status TEXT NOT NULL,
-    starts_on INTEGER NOT NULL,
     received_at INTEGER NOT NULL,
     pairs TEXT NOT NULL,
     countries TEXT NOT NULL,
@@ -35,23 +37,20 @@ CREATE TABLE IF NOT EXISTS events (
     tags TEXT,
     doc BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_starts ON events (starts_on, id);
 CREATE INDEX IF NOT EXISTS events_received ON events (received_at, id);
-CREATE INDEX IF NOT EXISTS events_partner ON events (partner_id, starts_on, id);
+CREATE INDEX IF NOT EXISTS events_partner ON events (partner_id, id);
 CREATE TABLE IF NOT EXISTS event_pairs (
     pair TEXT NOT NULL,
-    starts_on INTEGER NOT NULL,
     id INTEGER NOT NULL,
     active INTEGER NOT NULL,
     ck_hi INTEGER NOT NULL,
     ck_lo INTEGER NOT NULL,
-    PRIMARY KEY (pair, starts_on, id)
+    PRIMARY KEY (pair, id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS event_countries (
     country TEXT NOT NULL,
-    starts_on INTEGER NOT NULL,
     id INTEGER NOT NULL,
-    PRIMARY KEY (country, starts_on, id)
+    PRIMARY KEY (country, id)
 ) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5 (
     title, city, organizer, description, tags,
@@ -63,8 +62,21 @@ CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5 (
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+SEQ_BITS = 40
+
+
 def day(d: date) -> int:
     return d.toordinal()
+
+
+def row_id(starts_on: int, seq: int) -> int:
+    """The id of an event starting on day ``starts_on`` (ordinal) with sequence number ``seq``."""
+    return (starts_on << SEQ_BITS) | seq
+
+
+def first_id(d: date) -> int:
+    """The lowest id of an event starting on ``d``."""
+    return d.toordinal() << SEQ_BITS
 
 
 def micros(t: datetime) -> int:

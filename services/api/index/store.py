@@ -12,13 +12,14 @@ Tables (:mod:`services.api.index.schema`):
 - ``events``: one row per event (its accepted state); ``doc`` is the event's API JSON, ready to
   serve; the text columns feed ``events_fts`` (FTS5, external content, kept in step here);
 - ``event_pairs`` / ``event_countries``: one row per pair / country of an event, keyed by
-  (pair or country, starts_on, id) so that a pair's or a country's events are read in date
-  order from their primary key; ``event_pairs`` also holds the event's checksum halves and
-  whether it is active, all that :func:`pair_figures` needs to reconcile with the aggregates;
-- ``offsets`` (partition -> next offset) and ``meta`` (schema version, topic, counters).
+  (pair or country, id), so in date order (ids order by date, see the schema module);
+  ``event_pairs`` also holds the event's checksum halves and whether it is active, all that
+  :func:`pair_figures` needs to reconcile with the aggregates;
+- ``offsets`` (partition -> next offset) and ``meta`` (schema version, topic, counters, the
+  next id sequence number).
 
 Speed: new events (all of them while rebuilding) are written with one ``executemany`` per table
-per batch, with ids assigned here; an event whose stored row changes is written at once. The
+per batch, with ids assigned here (the sequence is read and written back in the transaction); an event whose stored row changes is written at once. The
 content hash, which only tells a duplicate from a conflict at equal revisions, is computed
 only then (for a stored row, from its doc), so it is not stored.
 """
@@ -38,7 +39,7 @@ from schemas.acceptance import Verdict, is_active, judge
 from schemas.events import AcceptedEvent, ExchangeEvent, fields_hash
 from schemas.pairs import event_checksum, pair_keys
 from schemas.records import RecordError, decode_event, event_key
-from services.api.index.schema import DDL, SCHEMA_VERSION, connect, day, micros, remove_files
+from services.api.index.schema import DDL, SCHEMA_VERSION, connect, day, micros, remove_files, row_id
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +47,13 @@ Record = tuple[int, int, bytes | None, bytes | None, Any]  # partition, offset, 
 COUNTERS = ("applied", "duplicate", "stale", "conflict", "skipped")
 _PARTNER_FIELDS = tuple(ExchangeEvent.model_fields)
 _EVENT_COLUMNS = (
-    "id, key, partner_id, revision, kind, status, starts_on, received_at, pairs, countries,"
+    "id, key, partner_id, revision, kind, status, received_at, pairs, countries,"
     " title, city, organizer, description, tags, doc"
 )
-_INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({','.join('?' * 16)})"
+_INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({','.join('?' * 15)})"
 _INSERT_FTS = "INSERT INTO events_fts (rowid, title, city, organizer, description, tags) VALUES (?,?,?,?,?,?)"
-_INSERT_PAIR = "INSERT INTO event_pairs VALUES (?,?,?,?,?,?)"
-_INSERT_COUNTRY = "INSERT INTO event_countries VALUES (?,?,?)"
+_INSERT_PAIR = "INSERT INTO event_pairs VALUES (?,?,?,?,?)"
+_INSERT_COUNTRY = "INSERT INTO event_countries VALUES (?,?)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,6 @@ class Stored:
     revision: int
     status: str
     kind: str
-    starts_on: int
     pairs: list[str]
     countries: list[str]
     texts: tuple[str | None, ...]
@@ -199,8 +199,8 @@ class IndexStore:
     def _init_meta(self, conn: sqlite3.Connection) -> None:
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('topic', ?)", (self.topic,))
-        for name in COUNTERS:
-            conn.execute("INSERT OR IGNORE INTO meta VALUES (?, '0')", (f"count_{name}",))
+        for name in (*(f"count_{c}" for c in COUNTERS), "next_seq"):
+            conn.execute("INSERT OR IGNORE INTO meta VALUES (?, '0')", (name,))
 
     def reset(self) -> None:
         """Delete the file and start an empty one (the topic was recreated, or the file broke)."""
@@ -228,14 +228,12 @@ class IndexStore:
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             rows = self.conn.execute(
-                "SELECT key, id, revision, status, kind, starts_on, pairs, countries,"
+                "SELECT key, id, revision, status, kind, pairs, countries,"
                 f" title, city, organizer, description, tags, doc FROM events WHERE key IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
             for r in rows:
-                out[r[0]] = Stored(
-                    r[1], r[2], r[3], r[4], r[5], r[6].split(), r[7].split(), tuple(r[8:13]), r[13]
-                )
+                out[r[0]] = Stored(r[1], r[2], r[3], r[4], r[5].split(), r[6].split(), tuple(r[7:12]), r[12])
         return out
 
     # --- writing ------------------------------------------------------------------------
@@ -257,6 +255,7 @@ class IndexStore:
             for p in prepared:
                 counts[batch.apply(p).value] += 1
             batch.flush()
+            conn.execute("UPDATE meta SET v = ? WHERE k = 'next_seq'", (str(batch.next_seq),))
             conn.executemany(
                 "INSERT INTO offsets VALUES (?, ?) ON CONFLICT (partition) DO UPDATE SET next = max(next, excluded.next)",
                 sorted(nexts.items()),
@@ -278,7 +277,7 @@ class _Batch:
     def __init__(self, store: IndexStore, keys: list[str], changes: bool) -> None:
         self.conn = store.conn
         self.stored = store._load(sorted(set(keys)))
-        self.next_id = (self.conn.execute("SELECT max(id) FROM events").fetchone()[0] or 0) + 1
+        self.next_seq = int(self.conn.execute("SELECT v FROM meta WHERE k = 'next_seq'").fetchone()[0])
         self.pending: set[str] = set()  # keys of buffered (not yet written) rows
         self.rows: list[tuple[Any, ...]] = []
         self.fts: list[tuple[Any, ...]] = []
@@ -296,29 +295,24 @@ class _Batch:
         if verdict is not Verdict.applied:
             return verdict
         active = int(is_active(p.status))
-        if old is None:
-            rowid = self.next_id
-            self.next_id += 1
-        else:
-            rowid = old.id
+        if old is not None:
             if p.key in self.pending:
                 self.flush()
             self._remove(old)
-        starts = p.starts_on
+        rowid = row_id(p.starts_on, self.next_seq)
+        self.next_seq += 1
         self.rows.append(
             (
-                rowid, p.key, p.partner_id, p.revision, p.kind, p.status, starts, p.received_at,
+                rowid, p.key, p.partner_id, p.revision, p.kind, p.status, p.received_at,
                 " ".join(p.pairs), " ".join(p.countries), *p.texts, p.doc,
             )
         )  # fmt: skip
         self.fts.append((rowid, *p.texts))
         hi, lo = p.checksum >> 32, p.checksum & 0xFFFFFFFF
-        self.pair_rows.extend((pair, starts, rowid, active, hi, lo) for pair in p.pairs)
-        self.country_rows.extend((c, starts, rowid) for c in p.countries)
+        self.pair_rows.extend((pair, rowid, active, hi, lo) for pair in p.pairs)
+        self.country_rows.extend((c, rowid) for c in p.countries)
         self.pending.add(p.key)
-        self.stored[p.key] = Stored(
-            rowid, p.revision, p.status, p.kind, starts, p.pairs, p.countries, p.texts, p.doc
-        )
+        self.stored[p.key] = Stored(rowid, p.revision, p.status, p.kind, p.pairs, p.countries, p.texts, p.doc)
         if self.want_changes:
             self.changes.append(self._change(p, old))
         return verdict
@@ -350,12 +344,10 @@ class _Batch:
         )
         conn.execute("DELETE FROM events WHERE id = ?", (old.id,))
         conn.executemany(
-            "DELETE FROM event_pairs WHERE pair = ? AND starts_on = ? AND id = ?",
-            [(p, old.starts_on, old.id) for p in old.pairs],
+            "DELETE FROM event_pairs WHERE pair = ? AND id = ?", [(p, old.id) for p in old.pairs]
         )
         conn.executemany(
-            "DELETE FROM event_countries WHERE country = ? AND starts_on = ? AND id = ?",
-            [(c, old.starts_on, old.id) for c in old.countries],
+            "DELETE FROM event_countries WHERE country = ? AND id = ?", [(c, old.id) for c in old.countries]
         )
 
     def flush(self) -> None:
