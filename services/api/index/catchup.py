@@ -55,6 +55,7 @@ async def _worker(settings_json: str, path: str, partitions: list[int], parent: 
     # a bulk load: checkpoint the WAL into the file less often (pages changed again between
     # checkpoints are written once)
     store.conn.execute("PRAGMA wal_autocheckpoint = 20000")
+    store.conn.execute("PRAGMA cache_size = -262144")  # 256 MiB while it lasts: inserts land all over
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         client_id=f"{settings.consumer_client_id}-index-catchup",

@@ -123,7 +123,7 @@ class Sql:
 def build(query: EventQuery) -> Sql:
     conditions: list[str] = []
     params: list[object] = []
-    needs_event = any(v is not None for v in (query.kind, query.status, query.partner))
+    needs_event = query.partner is not None
     if query.pair is not None:
         table, ident = "event_pairs d", "d.id"
         conditions.append("d.pair = ?")
@@ -150,11 +150,17 @@ def build(query: EventQuery) -> Sql:
     if query.date_to is not None:
         conditions.append(f"{ident} < ?")
         params.append(first_id(query.date_to + timedelta(days=1)))
-    driver_only = list(conditions)  # their parameters come first: a count without the event
-    for name, value in (("kind", query.kind), ("status", query.status), ("partner_id", query.partner)):
+    on_driver = "d" if table.endswith(" d") else "e"  # pair and country rows carry kind and status
+    if on_driver == "e" and (query.kind is not None or query.status is not None):
+        needs_event = True
+    for name, value in (("kind", query.kind), ("status", query.status)):
         if value is not None:
-            conditions.append(f"e.{name} = ?")
+            conditions.append(f"{on_driver}.{name} = ?")
             params.append(value)
+    driver_only = list(conditions)  # their parameters come first: a count without the event
+    if query.partner is not None:
+        conditions.append("e.partner_id = ?")
+        params.append(query.partner)
     join = "" if table == "events e" else f" CROSS JOIN events e ON e.id = {ident}"
     where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
     if needs_event:

@@ -15,7 +15,7 @@ import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -42,6 +42,8 @@ CREATE INDEX IF NOT EXISTS events_partner ON events (partner_id, id);
 CREATE TABLE IF NOT EXISTS event_pairs (
     pair TEXT NOT NULL,
     id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
     active INTEGER NOT NULL,
     ck_hi INTEGER NOT NULL,
     ck_lo INTEGER NOT NULL,
@@ -50,6 +52,8 @@ CREATE TABLE IF NOT EXISTS event_pairs (
 CREATE TABLE IF NOT EXISTS event_countries (
     country TEXT NOT NULL,
     id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
     PRIMARY KEY (country, id)
 ) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5 (

@@ -12,7 +12,8 @@ Tables (:mod:`services.api.index.schema`):
 - ``events``: one row per event (its accepted state); ``doc`` is the event's API JSON, ready to
   serve; the text columns feed ``events_fts`` (FTS5, external content, kept in step here);
 - ``event_pairs`` / ``event_countries``: one row per pair / country of an event, keyed by
-  (pair or country, id), so in date order (ids order by date, see the schema module);
+  (pair or country, id), so in date order (ids order by date, see the schema module), with
+  the event's kind and status copied so that those filters need no lookup of the event;
   ``event_pairs`` also holds the event's checksum halves and whether it is active, all that
   :func:`pair_figures` needs to reconcile with the aggregates;
 - ``offsets`` (partition -> next offset) and ``meta`` (schema version, topic, counters, the
@@ -52,8 +53,8 @@ _EVENT_COLUMNS = (
 )
 _INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({','.join('?' * 15)})"
 _INSERT_FTS = "INSERT INTO events_fts (rowid, title, city, organizer, description, tags) VALUES (?,?,?,?,?,?)"
-_INSERT_PAIR = "INSERT INTO event_pairs VALUES (?,?,?,?,?)"
-_INSERT_COUNTRY = "INSERT INTO event_countries VALUES (?,?)"
+_INSERT_PAIR = "INSERT INTO event_pairs VALUES (?,?,?,?,?,?,?)"
+_INSERT_COUNTRY = "INSERT INTO event_countries VALUES (?,?,?,?)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,8 +310,9 @@ class _Batch:
         )  # fmt: skip
         self.fts.append((rowid, *p.texts))
         hi, lo = p.checksum >> 32, p.checksum & 0xFFFFFFFF
-        self.pair_rows.extend((pair, rowid, active, hi, lo) for pair in p.pairs)
-        self.country_rows.extend((c, rowid) for c in p.countries)
+        kind, status = p.kind, p.status
+        self.pair_rows.extend((pair, rowid, kind, status, active, hi, lo) for pair in p.pairs)
+        self.country_rows.extend((c, rowid, kind, status) for c in p.countries)
         self.pending.add(p.key)
         self.stored[p.key] = Stored(rowid, p.revision, p.status, p.kind, p.pairs, p.countries, p.texts, p.doc)
         if self.want_changes:
