@@ -46,9 +46,9 @@ def fill(index: EventIndex, rows: int) -> None:
     conn.execute("BEGIN")
     conn.execute(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
-        "INSERT INTO events (key, partner_id, revision, kind, status, starts_on, received_at, pairs, countries,"
-        " title, doc) SELECT e.key || '-' || n.i, partner_id, revision, kind, status, starts_on, received_at,"
-        " pairs, countries, title, doc "
+        "INSERT INTO events (ord, key, partner_id, revision, kind, status, received_at, pairs, countries,"
+        " title, doc) SELECT e.ord + 2000 * n.i, e.key || '-' || n.i, partner_id, revision, kind, status,"
+        " received_at, pairs, countries, title, doc "
         "FROM events e, n",
         (rows // 1000 - 1,),
     )

@@ -77,11 +77,13 @@ def _bad_event_query(query: dict[str, object]) -> bool:
         for name, end in (("from", False), ("to", True)):
             if isinstance(query.get(name), str):
                 iq.period(str(query[name]), end=end, param=name)
-        if isinstance(query.get("from"), str) and isinstance(query.get("to"), str):
-            if iq.period(str(query["from"]), end=False, param="from") > iq.period(
-                str(query["to"]), end=True, param="to"
-            ):
-                return True
+        if (
+            isinstance(query.get("from"), str)
+            and isinstance(query.get("to"), str)
+            and iq.period(str(query["from"]), end=False, param="from")
+            > iq.period(str(query["to"]), end=True, param="to")
+        ):
+            return True
         if isinstance(query.get("cursor"), str) and query["cursor"]:
             iq.decode_cursor(str(query["cursor"]), query.get("sort", iq.DEFAULT_SORT))  # type: ignore[arg-type]
     except (Problem, iq.QueryError):

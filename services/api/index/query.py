@@ -125,14 +125,14 @@ def build(query: EventQuery) -> Sql:
     params: list[object] = []
     needs_event = query.partner is not None
     if query.pair is not None:
-        table, ident = "event_pairs d", "d.id"
+        table, ident = "event_pairs d", "d.ord"
         conditions.append("d.pair = ?")
         params.append(query.pair)
         if query.country is not None:
-            conditions.append("d.id IN (SELECT id FROM event_countries WHERE country = ?)")
+            conditions.append("d.ord IN (SELECT ord FROM event_countries WHERE country = ?)")
             params.append(query.country)
     elif query.country is not None:
-        table, ident = "event_countries d", "d.id"
+        table, ident = "event_countries d", "d.ord"
         conditions.append("d.country = ?")
         params.append(query.country)
     elif query.q is not None:
@@ -140,7 +140,7 @@ def build(query: EventQuery) -> Sql:
         conditions.append("events_fts MATCH ?")
         params.append(query.q)
     else:
-        table, ident, needs_event = "events e", "e.id", True
+        table, ident, needs_event = "events e", "e.ord", True
     if query.q is not None and table != "events_fts f":
         conditions.append(f"{ident} IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)")
         params.append(query.q)
@@ -161,7 +161,7 @@ def build(query: EventQuery) -> Sql:
     if query.partner is not None:
         conditions.append("e.partner_id = ?")
         params.append(query.partner)
-    join = "" if table == "events e" else f" CROSS JOIN events e ON e.id = {ident}"
+    join = "" if table == "events e" else f" CROSS JOIN events e ON e.ord = {ident}"
     where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
     if needs_event:
         count = f"SELECT count(*) FROM {table}{join}{where}"
@@ -175,7 +175,7 @@ def build(query: EventQuery) -> Sql:
         params=tuple(params),
         count=count,
         sort_col=ident if by_date else "e.received_at",
-        id_col=ident,
+        id_col=ident if by_date else "e.ord",
         descending=query.sort.startswith("-"),
     )
 

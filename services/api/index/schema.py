@@ -1,10 +1,12 @@
 """The index file's tables and connections (see :mod:`services.api.index.store` for the rules).
 
-An event's row id orders by date: ``(starts_on ordinal << 40) | sequence`` (:func:`row_id`).
-So the table, each pair's and country's rows and the full-text index all hold events in
-``starts_on`` order: a page of a pair, of a country or of a search sorted by date is read from
-an index in order and stops after ``limit`` rows, and a date range is an id range. A correction
-that moves the date gives the event a new id. ``received_at`` is microseconds since the epoch.
+Every event has an ``ord`` that orders by date: ``(starts_on ordinal << 40) | sequence``
+(:func:`row_id`). Each pair's and country's rows, the full-text index (its rowid) and an index
+of the events table hold events in ``starts_on`` order, so a page of a pair, of a country or of
+a search sorted by date is read from an index in order and stops after ``limit`` rows, and a
+date range is an ``ord`` range. A correction gets a new ``ord``. The events table itself is
+keyed by an append-only rowid (its big rows are written in order, never in the middle).
+``received_at`` is microseconds since the epoch.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS offsets (partition INTEGER PRIMARY KEY, next INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
+    ord INTEGER NOT NULL UNIQUE,
     key TEXT NOT NULL UNIQUE,
     partner_id TEXT NOT NULL,
     revision INTEGER NOT NULL,
@@ -37,28 +40,28 @@ CREATE TABLE IF NOT EXISTS events (
     tags TEXT,
     doc BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_received ON events (received_at, id);
-CREATE INDEX IF NOT EXISTS events_partner ON events (partner_id, id);
+CREATE INDEX IF NOT EXISTS events_received ON events (received_at, ord);
+CREATE INDEX IF NOT EXISTS events_partner ON events (partner_id, ord);
 CREATE TABLE IF NOT EXISTS event_pairs (
     pair TEXT NOT NULL,
-    id INTEGER NOT NULL,
+    ord INTEGER NOT NULL,
     kind TEXT NOT NULL,
     status TEXT NOT NULL,
     active INTEGER NOT NULL,
     ck_hi INTEGER NOT NULL,
     ck_lo INTEGER NOT NULL,
-    PRIMARY KEY (pair, id)
+    PRIMARY KEY (pair, ord)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS event_countries (
     country TEXT NOT NULL,
-    id INTEGER NOT NULL,
+    ord INTEGER NOT NULL,
     kind TEXT NOT NULL,
     status TEXT NOT NULL,
-    PRIMARY KEY (country, id)
+    PRIMARY KEY (country, ord)
 ) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5 (
     title, city, organizer, description, tags,
-    content = 'events', content_rowid = 'id',
+    content = '',
     tokenize = 'unicode61 remove_diacritics 2'
 );
 """

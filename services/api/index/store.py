@@ -10,9 +10,10 @@ is skipped and counted (the aggregator dead-letters the same records).
 Tables (:mod:`services.api.index.schema`):
 
 - ``events``: one row per event (its accepted state); ``doc`` is the event's API JSON, ready to
-  serve; the text columns feed ``events_fts`` (FTS5, external content, kept in step here);
+  serve; the text columns are what ``events_fts`` (FTS5, contentless, rowid = ``ord``) was
+  given, so that a changed event's old terms can be deleted from it;
 - ``event_pairs`` / ``event_countries``: one row per pair / country of an event, keyed by
-  (pair or country, id), so in date order (ids order by date, see the schema module), with
+  (pair or country, ord), so in date order (ids order by date, see the schema module), with
   the event's kind and status copied so that those filters need no lookup of the event;
   ``event_pairs`` also holds the event's checksum halves and whether it is active, all that
   :func:`pair_figures` needs to reconcile with the aggregates;
@@ -48,7 +49,7 @@ Record = tuple[int, int, bytes | None, bytes | None, Any]  # partition, offset, 
 COUNTERS = ("applied", "duplicate", "stale", "conflict", "skipped")
 _PARTNER_FIELDS = tuple(ExchangeEvent.model_fields)
 _EVENT_COLUMNS = (
-    "id, key, partner_id, revision, kind, status, received_at, pairs, countries,"
+    "ord, key, partner_id, revision, kind, status, received_at, pairs, countries,"
     " title, city, organizer, description, tags, doc"
 )
 _INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({','.join('?' * 15)})"
@@ -73,7 +74,7 @@ class Change:
 class Stored:
     """What the writer needs of a stored row (from the file, or written earlier in this batch)."""
 
-    id: int
+    ord: int
     revision: int
     status: str
     kind: str
@@ -229,7 +230,7 @@ class IndexStore:
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             rows = self.conn.execute(
-                "SELECT key, id, revision, status, kind, pairs, countries,"
+                "SELECT key, ord, revision, status, kind, pairs, countries,"
                 f" title, city, organizer, description, tags, doc FROM events WHERE key IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
@@ -339,17 +340,17 @@ class _Batch:
     def _remove(self, old: Stored) -> None:
         """Delete a written row and its dependents (the new state is then inserted again)."""
         conn = self.conn
-        conn.execute(
+        conn.execute(  # a contentless FTS5 table forgets a row given the values it was given
             "INSERT INTO events_fts (events_fts, rowid, title, city, organizer, description, tags)"
             " VALUES ('delete', ?, ?, ?, ?, ?, ?)",
-            (old.id, *old.texts),
+            (old.ord, *old.texts),
         )
-        conn.execute("DELETE FROM events WHERE id = ?", (old.id,))
+        conn.execute("DELETE FROM events WHERE ord = ?", (old.ord,))
         conn.executemany(
-            "DELETE FROM event_pairs WHERE pair = ? AND id = ?", [(p, old.id) for p in old.pairs]
+            "DELETE FROM event_pairs WHERE pair = ? AND ord = ?", [(p, old.ord) for p in old.pairs]
         )
         conn.executemany(
-            "DELETE FROM event_countries WHERE country = ? AND id = ?", [(c, old.id) for c in old.countries]
+            "DELETE FROM event_countries WHERE country = ? AND ord = ?", [(c, old.ord) for c in old.countries]
         )
 
     def flush(self) -> None:
