@@ -40,6 +40,11 @@ class ApiSettings(KafkaSettings):
     index_workers: int = Field(
         2, ge=1, le=32, description="processes that read a large backlog into the event index (1: no workers)"
     )
+    index_catchup_batch: int = Field(
+        50_000,
+        ge=1,
+        description="records per transaction of a catch-up worker (bulk loads write less per event)",
+    )
     index_catchup_records: int = Field(
         50_000, ge=1, description="backlog (records) from which the index starts catch-up workers"
     )

@@ -47,7 +47,7 @@ async def _worker(settings_json: str, path: str, partitions: list[int], parent: 
 
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from services.api.index.store import IndexStore
+    from services.api.index.store import IndexStore, Record
     from services.api.settings import ApiSettings
 
     settings = ApiSettings.model_validate_json(settings_json)
@@ -55,6 +55,9 @@ async def _worker(settings_json: str, path: str, partitions: list[int], parent: 
     # a bulk load: checkpoint the WAL into the file less often (pages changed again between
     # checkpoints are written once)
     store.conn.execute("PRAGMA wal_autocheckpoint = 20000")
+    # no fsync while catching up: a killed process loses nothing (the OS has the pages); a power
+    # cut may damage the file, which is then rebuilt from the topic at the next start
+    store.conn.execute("PRAGMA synchronous = OFF")
     store.conn.execute("PRAGMA cache_size = -262144")  # 256 MiB while it lasts: inserts land all over
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
@@ -74,21 +77,25 @@ async def _worker(settings_json: str, path: str, partitions: list[int], parent: 
         for tp in tps:
             consumer.seek(tp, stored.get(tp.partition, 0))
         pending = {tp for tp in tps if stored.get(tp.partition, 0) < end[tp]}
+        records: list[Record] = []
         while pending:
             if os.getppid() != parent:
                 return  # the api is gone
             batches = await consumer.getmany(*pending, timeout_ms=500, max_records=settings.index_batch)
-            records = [
+            records += [
                 (tp.partition, r.offset, r.key, r.value, r.headers)
                 for tp, rs in batches.items()
                 for r in rs
                 if r.offset < end[tp]  # the rest is the source's, after the catch-up
             ]
-            if records:
-                await asyncio.to_thread(store.apply, records, False)
             for tp in list(pending):
                 if await consumer.position(tp) >= end[tp]:
                     pending.discard(tp)
+            # large transactions: each one rewrites the index pages it touches once, however
+            # many of its events land on them (inserts land all over the key and date indexes)
+            if len(records) >= settings.index_catchup_batch or (records and not pending):
+                await asyncio.to_thread(store.apply, records, False)
+                records = []
     finally:
         await consumer.stop()
         store.close()
