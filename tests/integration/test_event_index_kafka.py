@@ -135,13 +135,19 @@ def test_mixed_load_reconciles_then_restart_resumes_and_a_lost_file_is_rebuilt(
     assert metric(api, "handshake_api_index_read_records_total") == 0
     assert all_events(api) == before
 
-    # a lost file is rebuilt from the topic: every record again, the same rows
-    service.stop()
-    files = list(Path(platform.api_data()).glob("events.sqlite3*"))
-    assert files
-    for f in files:
-        f.unlink()
-    service.start().wait_ready(60)
-    assert metric(api, "handshake_api_index_read_records_total") >= total_records
-    assert all_events(api) == before
-    wait(consistent, 30, "not consistent after the rebuild")
+    # a lost file is rebuilt from the topic: every record again, the same rows; once by the api
+    # alone, once by catch-up worker processes (forced here by a backlog threshold of 1, with
+    # small transactions so that the two workers interleave)
+    for extra in ({}, {"HANDSHAKE_INDEX_CATCHUP_RECORDS": "1", "HANDSHAKE_INDEX_CATCHUP_BATCH": "40"}):
+        service.stop()
+        files = list(Path(platform.api_data()).glob("events.sqlite3*"))
+        assert files
+        for f in files:
+            f.unlink()
+        service.env.update(extra)
+        service.start().wait_ready(60)
+        assert metric(api, "handshake_api_index_read_records_total") >= total_records
+        assert all_events(api) == before
+        wait(consistent, 30, "not consistent after the rebuild")
+    log = service.log_path.read_text()
+    assert log.count("event index catch-up done") == 1, "the workers did not run"

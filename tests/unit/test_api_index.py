@@ -248,3 +248,10 @@ def test_a_damaged_file_is_rebuilt(tmp_path: Path) -> None:
     assert again.rebuilt and again.offsets() == {} and docs(again) == []
     again.close()
     assert IndexStore(path, "other-topic").rebuilt  # built from another topic: not reused
+
+
+def test_catch_up_workers_share_the_partitions_out() -> None:
+    from services.api.index.catchup import split
+
+    assert split(list(range(12)), 2) == [[0, 2, 4, 6, 8, 10], [1, 3, 5, 7, 9, 11]]
+    assert split([0, 1], 4) == [[0], [1]]  # never an idle worker
