@@ -12,7 +12,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "bench" / "README.md"
-BENCHES = ["bench_ingest", "bench_aggregator", "bench_restart", "bench_api", "bench_latency"]
+BENCHES = ["bench_ingest", "bench_aggregator", "bench_restart", "bench_api", "bench_latency", "bench_events"]
 START, END = "<!-- results -->", "<!-- end results -->"
 
 
@@ -152,13 +152,41 @@ ROWS: list[tuple[str, str, str, str, str, str]] = [
     ("latency", "events/s pushed through ingest during the run", "achieved_rate", "", "", "—"),
     ("latency", "202 → SSE update p50, ms", "latency.p50_ms", "", "", "≤ 100 ms"),
     ("latency", "202 → SSE update p99, ms", "latency.p99_ms", "", "", "≤ 500 ms"),
+    (
+        "events",
+        "event index rebuild from the topic, events/s (1M events)",
+        "index_rebuild.events_per_s",
+        "raw aiokafka consume+decode",
+        "raw_consume_decode.events_per_s",
+        "≥ 0.50x raw",
+    ),
+    ("events", "event index rebuild, CPU µs per event", "index_rebuild.cpu_us_per_event", "", "", "—"),
+    (
+        "events",
+        "/v1/events?pair=…&limit=50 p99 at 1M events, ms",
+        "queries.pair_limit_50.p99_ms",
+        "/healthz p99",
+        "queries.healthz.p99_ms",
+        "≤ 20 ms",
+    ),
+    (
+        "events",
+        "/v1/events?q=…&limit=50 p99 at 1M events, ms",
+        "queries.q_limit_50.p99_ms",
+        "/healthz p99",
+        "queries.healthz.p99_ms",
+        "≤ 20 ms",
+    ),
+    ("events", "index file at 1M events, MB", "file_mb", "", "", "—"),
+    ("events", "api RSS at 1M events, MB", "queries.api_rss_mb", "", "", "—"),
+    ("events", "records read again by a restarted api", "queries.read_after_restart", "", "", "0"),
 ]
 
 
 def render() -> str:
     loaded = {
         name: json.loads((RESULTS / f"{name}.json").read_text())
-        for name in ("ingest", "aggregator", "restart", "api", "latency")
+        for name in ("ingest", "aggregator", "restart", "api", "latency", "events")
         if (RESULTS / f"{name}.json").exists()
     }
     lines = [

@@ -101,9 +101,6 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous = NORMAL")  # WAL: a crash never corrupts, loses no commit
     conn.execute("PRAGMA busy_timeout = 60000")  # catch-up workers write the same file in turn
     conn.execute("PRAGMA cache_size = -64000")
-    # pages read through a shared mapping: a connection whose cache another writer's commit
-    # made stale (the catch-up workers) re-reads them from memory, without system calls
-    conn.execute("PRAGMA mmap_size = 8589934592")
     conn.execute("PRAGMA temp_store = MEMORY")
     return conn
 
