@@ -34,11 +34,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_aggregator import raw_consume  # noqa: E402  (the same baseline as the aggregator's)
+
 from handshake.broker import free_port, temporary_cluster  # noqa: E402
 from handshake.settings import KafkaSettings  # noqa: E402
 from handshake.topics import ensure_topics  # noqa: E402
 from schemas.events import AcceptedEvent  # noqa: E402
-from schemas.records import decode_event, encode_event  # noqa: E402
+from schemas.records import encode_event  # noqa: E402
 
 COUNTRIES = [
     "US", "CN", "FR", "DE", "JP", "BR", "IN", "KE", "MX", "NG", "GB", "IT", "ES", "CA", "AU", "ZA",
@@ -78,30 +80,6 @@ def produce(bootstrap: str, topic: str, n: int) -> float:
         producer.send(topic, key=key, value=value, headers=headers)
     producer.flush()
     producer.close()
-    return time.perf_counter() - began
-
-
-async def raw_consume(bootstrap: str, topic: str, n: int) -> float:
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"bench-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    seen = 0
-    began = time.perf_counter()
-    try:
-        while seen < n:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
-            for records in batch.values():
-                for r in records:
-                    decode_event(r.key, r.value, r.headers)
-                    seen += 1
-    finally:
-        await consumer.stop()
     return time.perf_counter() - began
 
 
@@ -233,7 +211,7 @@ def run(bootstrap: str, n: int, requests: int, work: Path) -> dict[str, Any]:
     )
     ensure_topics(bootstrap, settings.topic_specs())
     produce_s = produce(bootstrap, settings.events_topic, n)
-    raw_s = asyncio.run(raw_consume(bootstrap, settings.events_topic, n))
+    raw_s, _cpu_s = asyncio.run(raw_consume(bootstrap, settings.events_topic, n))
     data = work / "api"
     index_s, read = rebuild(settings, data / "events.sqlite3")
     size = sum(f.stat().st_size for f in data.glob("events.sqlite3*"))

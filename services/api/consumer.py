@@ -23,6 +23,20 @@ from services.api.settings import ApiSettings
 log = logging.getLogger(__name__)
 
 
+def wait_for_partitions(consumer: KafkaConsumer, topic: str, stop: threading.Event) -> list[TopicPartition]:
+    """The topic's partitions, once the broker knows them (empty if ``stop`` is set first)."""
+    while not stop.is_set():
+        try:
+            parts = consumer.partitions_for_topic(topic)
+        except KafkaError as exc:
+            log.warning("cannot list partitions", extra={"topic": topic, "error": str(exc)})
+            parts = set()
+        if parts:
+            return [TopicPartition(topic, p) for p in sorted(parts)]
+        stop.wait(0.5)
+    return []
+
+
 class KafkaSnapshotSource:
     def __init__(self, settings: ApiSettings) -> None:
         self.settings = settings
@@ -63,17 +77,7 @@ class KafkaSnapshotSource:
                 self._stop.wait(1.0)
 
     def _partitions(self, consumer: KafkaConsumer) -> list[TopicPartition]:
-        topic = self.settings.pair_stats_topic
-        while not self._stop.is_set():
-            try:
-                parts = consumer.partitions_for_topic(topic)
-            except KafkaError as exc:
-                log.warning("cannot list partitions", extra={"topic": topic, "error": str(exc)})
-                parts = set()
-            if parts:
-                return [TopicPartition(topic, p) for p in sorted(parts)]
-            self._stop.wait(0.5)
-        return []
+        return wait_for_partitions(consumer, self.settings.pair_stats_topic, self._stop)
 
     def _consume(self) -> None:
         assert self._live is not None

@@ -16,7 +16,7 @@ from pydantic import WithJsonSchema
 from handshake.http import Problem, problem_responses
 from schemas.countries import all_countries, normalize_country
 from schemas.events import Kind, Status
-from services.api.hub import StreamFilter, TooManyClients
+from services.api.hub import StreamFilter, StreamHub, TooManyClients
 from services.api.live import Live
 from services.api.models import CountryOut, Health, PairDetail, PairItem, PairPage, Ready, Summary, Trend
 from services.api.settings import ApiSettings
@@ -290,6 +290,18 @@ async def stream(
     access_token: Annotated[str | None, Query(description="bearer token (this route only)")] = None,
 ) -> Response:
     del access_token  # checked by the TokenAuth middleware
+    return open_stream(request, _live(request).hub, country, pair, kind, last_event_id)
+
+
+def open_stream(
+    request: Request,
+    hub: StreamHub,
+    country: str | None,
+    pair: str | None,
+    kind: Kind | None,
+    last_event_id: str | None,
+) -> Response:
+    """Subscribe a client to ``hub`` with its filters and resume point (both stream routes)."""
     code = canonical(country, status=400, where="query:country") if country is not None else None
     pair_key = pair_param(pair) if pair is not None else None
     last: int | None = None
@@ -298,15 +310,14 @@ async def stream(
             last = int(last_event_id.strip())
         except ValueError:
             raise Problem(400, f"header:Last-Event-ID: {last_event_id!r} is not an event id") from None
-    live = _live(request)
     settings: ApiSettings = request.app.state.settings
     try:
-        sub, initial = live.hub.subscribe(
+        sub, initial = hub.subscribe(
             StreamFilter(country=code, pair=pair_key, kind=kind.value if kind else None), last
         )
     except TooManyClients as exc:
         raise Problem(503, str(exc), headers={"Retry-After": "5"}) from None
-    return EventStreamResponse(live.hub, sub, initial, settings.sse_heartbeat_seconds)
+    return EventStreamResponse(hub, sub, initial, settings.sse_heartbeat_seconds)
 
 
 @ops.get("/healthz", response_model=Health, summary="Liveness (always 200 when the process answers)")

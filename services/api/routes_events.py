@@ -14,14 +14,12 @@ from fastapi.responses import Response, StreamingResponse
 
 from handshake.http import Problem, problem_responses
 from schemas.events import EVENT_ID_PATTERN, PARTNER_ID_PATTERN, Kind, Status
-from services.api.hub import StreamFilter, TooManyClients
 from services.api.index import query as iq
 from services.api.index.export import csv_header, csv_rows, ndjson_rows
 from services.api.index.reconcile import Report, as_json
 from services.api.index.service import EventIndex, IndexUnavailable
-from services.api.models_events import EventChange, EventItem, EventPage, Reconciliation
-from services.api.routes import CountryParam, canonical, pair_param
-from services.api.settings import ApiSettings
+from services.api.models_events import EventItem, EventPage, Reconciliation
+from services.api.routes import CountryParam, canonical, open_stream, pair_param
 from services.api.sse import EventStreamResponse
 
 events = APIRouter(tags=["events"])
@@ -247,23 +245,7 @@ async def stream_events(
     access_token: Annotated[str | None, Query(description="bearer token (stream routes only)")] = None,
 ) -> Response:
     del access_token  # checked by the TokenAuth middleware
-    code = canonical(country, status=400, where="query:country") if country is not None else None
-    pair_key = pair_param(pair) if pair is not None else None
-    last: int | None = None
-    if last_event_id is not None and last_event_id.strip():
-        try:
-            last = int(last_event_id.strip())
-        except ValueError:
-            raise Problem(400, f"header:Last-Event-ID: {last_event_id!r} is not an event id") from None
-    index = _index(request)
-    settings: ApiSettings = request.app.state.settings
-    try:
-        sub, initial = index.hub.subscribe(
-            StreamFilter(country=code, pair=pair_key, kind=kind.value if kind else None), last
-        )
-    except TooManyClients as exc:
-        raise Problem(503, str(exc), headers={"Retry-After": "5"}) from None
-    return EventStreamResponse(index.hub, sub, initial, settings.sse_heartbeat_seconds)
+    return open_stream(request, _index(request).hub, country, pair, kind, last_event_id)
 
 
 @events.get(
@@ -292,7 +274,3 @@ def reconciliation(report: Report, caught_up: bool) -> Reconciliation:
             "caught_up": caught_up,
         }
     )
-
-
-# the models only documented (the routes above answer with raw JSON bytes)
-DOCUMENTED = (EventChange,)

@@ -19,7 +19,7 @@ import calendar
 import re
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Literal
 
@@ -241,7 +241,3 @@ def scan(conn: sqlite3.Connection, query: EventQuery, chunk: int = 1000) -> Iter
 def get(conn: sqlite3.Connection, key: str) -> bytes | None:
     row = conn.execute("SELECT doc FROM events WHERE key = ?", (key,)).fetchone()
     return None if row is None else bytes(row[0])
-
-
-def with_after(query: EventQuery, after: tuple[int, int] | None) -> EventQuery:
-    return replace(query, after=after)

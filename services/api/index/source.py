@@ -14,8 +14,8 @@ import threading
 import time
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
 
+from services.api.consumer import wait_for_partitions
 from services.api.index import catchup
 from services.api.index.service import EventIndex
 from services.api.index.store import IndexStore
@@ -57,19 +57,6 @@ class KafkaEventSource:
                 self.error = exc
                 log.exception("event index consumer failed; restarting in 1 s")
                 self._stop.wait(1.0)
-
-    def _partitions(self, consumer: KafkaConsumer) -> list[TopicPartition]:
-        topic = self.settings.events_topic
-        while not self._stop.is_set():
-            try:
-                parts = consumer.partitions_for_topic(topic)
-            except KafkaError as exc:
-                log.warning("cannot list partitions", extra={"topic": topic, "error": str(exc)})
-                parts = set()
-            if parts:
-                return [TopicPartition(topic, p) for p in sorted(parts)]
-            self._stop.wait(0.5)
-        return []
 
     def _catch_up(
         self,
@@ -119,7 +106,7 @@ class KafkaEventSource:
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         try:
-            partitions = self._partitions(consumer)
+            partitions = wait_for_partitions(consumer, self.settings.events_topic, self._stop)
             if not partitions:
                 return
             consumer.assign(partitions)
