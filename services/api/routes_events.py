@@ -207,6 +207,32 @@ async def get_event(
     return Response(doc, media_type="application/json")
 
 
+#: One Server-Sent Event of /v1/stream/events (OpenAPI 3.2 ``itemSchema``): ``event: event``
+#: carries an EventChange, ``hello`` and ``reset`` carry the current sequence number.
+EVENT_FRAME = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"enum": ["hello", "reset", "event"]},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "retry": {"type": "integer"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/EventChange"},
+                    {
+                        "type": "object",
+                        "required": ["sequence"],
+                        "properties": {"sequence": {"type": "integer"}, "reason": {"type": "string"}},
+                    },
+                ]
+            },
+        },
+    },
+}
+
 EVENT_STREAM_DOC = (
     "Server-Sent Events of accepted changes as they arrive: `event: event` with `id: <sequence>` and "
     "`data: EventChange` (`change` is `new`, `corrected` or `cancelled`; `item` the event's new "
@@ -227,10 +253,7 @@ EVENT_STREAM_DOC = (
     responses={
         200: {
             "content": {
-                "text/event-stream": {
-                    "schema": {"type": "string"},
-                    "itemSchema": {"$ref": "#/components/schemas/EventChange"},
-                }
+                "text/event-stream": {"schema": {"type": "string"}, "itemSchema": EVENT_FRAME}
             }
         },
         **problem_responses(400, 401, 503),

@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
-import threading
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 
-from services.api.app import create_app
 from services.api.index.service import EventIndex
-from services.api.settings import ApiSettings
-from services.api.testing import RecordMaker, ServerThread
+from services.api.testing import RecordMaker, free_port
 from tests.samples import EVENT
 
 ROWS = 200_000
 
 
-def rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+SERVER = """
+import sys, uvicorn
+from pathlib import Path
+from services.api.app import create_app
+from services.api.index.service import EventIndex
+from services.api.settings import ApiSettings
+app = create_app(ApiSettings(), index=EventIndex(Path(sys.argv[1]), "events"))
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+"""
+
+
+def status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field}")
 
 
 def fill(index: EventIndex, rows: int) -> None:
@@ -56,34 +66,44 @@ def fill(index: EventIndex, rows: int) -> None:
 
 
 def test_a_200k_row_export_streams_with_flat_memory(tmp_path: Path) -> None:
-    index = EventIndex(tmp_path / "events.sqlite3", "events")
+    """The api in its own process, so that its memory is its own: peak RSS (VmHWM) while it
+    streams the whole result, against its RSS after a warm-up request."""
+    path = tmp_path / "events.sqlite3"
+    index = EventIndex(path, "events")
     fill(index, ROWS)
-    app = create_app(ApiSettings(), index=index)
-    peak = [0]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss_bytes())
-            time.sleep(0.01)
-
-    with ServerThread(app) as url, httpx.Client(base_url=url, timeout=120) as client:
-        client.get("/v1/events", params={"format": "csv", "limit": 10}).raise_for_status()  # warm up
-        before = rss_bytes()
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        size = lines = 0
-        with client.stream("GET", "/v1/events", params={"format": "csv"}) as r:
-            assert r.status_code == 200
-            for chunk in r.iter_bytes():
-                size += len(chunk)
-                lines += chunk.count(b"\r\n")
-        stop.set()
-        sampler.join()
-    growth = peak[0] - before
+    index.close()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(path), str(port)])
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "the api did not start"
+            time.sleep(0.1)
+        with httpx.Client(base_url=url, timeout=120) as client:
+            client.get("/v1/events", params={"format": "csv", "limit": 10}).raise_for_status()  # warm up
+            before = status_kib(proc.pid, "VmRSS") * 1024
+            size = lines = 0
+            with client.stream("GET", "/v1/events", params={"format": "csv"}) as r:
+                assert r.status_code == 200
+                for chunk in r.iter_bytes():
+                    size += len(chunk)
+                    lines += chunk.count(b"\r\n")
+            peak = status_kib(proc.pid, "VmHWM") * 1024
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    growth = peak - before
     print(
-        f"\nexport: {lines - 1} rows, {size / 1e6:.0f} MB, RSS {before / 1e6:.0f} MB -> peak {peak[0] / 1e6:.0f} MB"
+        f"\nexport: {lines - 1} rows, {size / 1e6:.0f} MB, api RSS {before / 1e6:.0f} MB, peak {peak / 1e6:.0f} MB"
     )
     assert lines - 1 == ROWS
     assert size > 100_000_000  # the result is far larger than the bound below
-    assert growth < 40_000_000, f"RSS grew {growth / 1e6:.0f} MB while streaming {size / 1e6:.0f} MB"
+    assert growth < 40_000_000, (
+        f"the api's RSS grew {growth / 1e6:.0f} MB while streaming {size / 1e6:.0f} MB"
+    )

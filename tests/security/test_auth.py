@@ -24,12 +24,13 @@ from handshake.settings import KafkaSettings
 from services.api.app import create_app as create_api
 from services.api.middleware import PUBLIC_PATHS, PUBLIC_PREFIXES, QUERY_TOKEN_PATHS
 from services.api.settings import ApiSettings
-from services.api.testing import ServerThread, make_stats
+from services.api.testing import RecordMaker, ServerThread, make_stats
 from services.ingest.app import create_app as create_ingest
 from services.ingest.domain import generate_key
 from services.ingest.partners import revoke_partner
 from services.ingest.settings import IngestSettings
 from services.ingest.testing import ingest_settings, running_ingest
+from tests.samples import EVENT
 from tests.security.conftest import bearer, event
 from tests.security.report import record
 
@@ -143,7 +144,7 @@ def flat_routes(routes: list[Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 def api_paths(app: Any) -> list[tuple[str, str]]:
     """(route template, concrete path) of every route of the api app."""
-    fill = {"{a}": "CN", "{b}": "US", "{code}": "FR"}
+    fill = {"{a}": "CN", "{b}": "US", "{code}": "FR", "{partner_id}": "p1", "{event_id}": "e-1"}
     out = []
     for template, route in flat_routes(app.routes):
         if isinstance(route, Mount):
@@ -172,12 +173,13 @@ def test_api_routes_need_a_token_except_the_public_set() -> None:
     app = create_api(ApiSettings(api_tokens=",".join(TOKENS), sse_heartbeat_seconds=0.2))
     app.state.live.apply(make_stats("CN", "US", events=3))
     app.state.live.apply(make_stats("DE", "FR", events=2))
+    app.state.index.apply([RecordMaker()(EVENT, "p1")])  # what /v1/events/p1/e-1 answers
     paths = api_paths(app)
     public_templates = {t for t, _ in paths if t in PUBLIC_PATHS or (t + "/").startswith(PUBLIC_PREFIXES)}
     # the public set is exactly what the middleware declares, and nothing else
     assert public_templates == {"/healthz", "/", "/static"}, public_templates
     assert {"/healthz", "/"} == set(PUBLIC_PATHS) and PUBLIC_PREFIXES == ("/static/",)
-    assert {"/v1/stream"} == set(QUERY_TOKEN_PATHS)
+    assert {"/v1/stream", "/v1/stream/events"} == set(QUERY_TOKEN_PATHS)
     results: dict[str, dict[str, int]] = {}
     with ServerThread(app) as url, httpx.Client(base_url=url, timeout=10) as client:
         for template, path in paths:
