@@ -251,11 +251,7 @@ EVENT_STREAM_DOC = (
     summary="Live accepted events (Server-Sent Events)",
     description=EVENT_STREAM_DOC,
     responses={
-        200: {
-            "content": {
-                "text/event-stream": {"schema": {"type": "string"}, "itemSchema": EVENT_FRAME}
-            }
-        },
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}, "itemSchema": EVENT_FRAME}}},
         **problem_responses(400, 401, 503),
     },
 )
