@@ -255,3 +255,15 @@ def test_catch_up_workers_share_the_partitions_out() -> None:
 
     assert split(list(range(12)), 2) == [[0, 2, 4, 6, 8, 10], [1, 3, 5, 7, 9, 11]]
     assert split([0, 1], 4) == [[0], [1]]  # never an idle worker
+
+
+def test_a_reset_index_is_not_ready_and_replays_nothing_live(tmp_path: Path) -> None:
+    from services.api.index.service import EventIndex
+
+    index = EventIndex(tmp_path / "events.sqlite3", "events")
+    index.mark_caught_up()
+    index.apply([RecordMaker()(EVENT)])
+    assert index.ready and index.publish_live
+    index.reset()  # the file broke: rebuilt from the topic
+    assert not index.ready and not index.publish_live
+    assert index.apply([RecordMaker()(EVENT)]) == []  # history is not published to stream clients

@@ -62,6 +62,9 @@ class EventIndex:
         assert self.store is not None
         self.store.reset()
         self.generation += 1
+        # not ready, and no history replayed to stream clients, until caught up again
+        self.publish_live = False
+        self._call(self._set_not_ready)
 
     def close(self) -> None:
         if self.store is not None:
@@ -89,6 +92,9 @@ class EventIndex:
 
     def _set_ready(self) -> None:
         self.ready = True
+
+    def _set_not_ready(self) -> None:
+        self.ready = False
 
     def _call(self, fn: Callable[..., object], *args: object) -> None:
         """Run ``fn`` on the event loop (now, when already on it or when there is none)."""
