@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -267,3 +268,16 @@ def test_a_reset_index_is_not_ready_and_replays_nothing_live(tmp_path: Path) -> 
     index.reset()  # the file broke: rebuilt from the topic
     assert not index.ready and not index.publish_live
     assert index.apply([RecordMaker()(EVENT)]) == []  # history is not published to stream clients
+
+
+@given(st.text(max_size=60))
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_text_is_a_valid_search(store_conn: sqlite3.Connection, text: str) -> None:
+    q = iq.fts_terms(text)
+    if q is not None:  # FTS5 accepts it (a NUL once ended the query string early)
+        store_conn.execute("SELECT count(*) FROM events_fts WHERE events_fts MATCH ?", (q,)).fetchone()
+
+
+@pytest.fixture(scope="module")
+def store_conn(tmp_path_factory: pytest.TempPathFactory) -> sqlite3.Connection:
+    return IndexStore(tmp_path_factory.mktemp("fts") / "e.sqlite3", "events").conn

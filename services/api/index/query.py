@@ -66,6 +66,7 @@ def fts_terms(text: str) -> str | None:
     Each whitespace-separated word becomes a quoted phrase, so FTS5 syntax in the input has no
     effect and cannot fail ("ping-pong" matches the phrase "ping pong"). ``None``: no word.
     """
+    text = "".join(ch if ch.isprintable() else " " for ch in text)  # no NUL or control characters
     words = _TERM.findall(text)
     if not words or not any(any(ch.isalnum() for ch in w) for w in words):
         return None
