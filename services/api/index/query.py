@@ -116,6 +116,7 @@ class Sql:
     base: str  # FROM ... WHERE ... (without the keyset condition)
     params: tuple[object, ...]
     count: str  # SELECT count(*) ... of the same rows, joining only what the filters need
+    count_params: tuple[object, ...]
     sort_col: str  # equals id_col when sorting by date (ids order by date)
     id_col: str
     descending: bool
@@ -158,23 +159,25 @@ def build(query: EventQuery) -> Sql:
         if value is not None:
             conditions.append(f"{on_driver}.{name} = ?")
             params.append(value)
-    driver_only = list(conditions)  # their parameters come first: a count without the event
+    driver_only, driver_params = list(conditions), tuple(params)  # a count without the event
     if query.partner is not None:
         conditions.append("e.partner_id = ?")
         params.append(query.partner)
     join = "" if table == "events e" else f" CROSS JOIN events e ON e.ord = {ident}"
     where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
     if needs_event:
-        count = f"SELECT count(*) FROM {table}{join}{where}"
+        count, count_params = f"SELECT count(*) FROM {table}{join}{where}", tuple(params)
     else:
         count = f"SELECT count(*) FROM {table}" + (
             " WHERE " + " AND ".join(driver_only) if driver_only else ""
         )
+        count_params = driver_params
     by_date = query.sort.lstrip("-") == "starts_on"
     return Sql(
         base=f"FROM {table}{join}{where}",
         params=tuple(params),
         count=count,
+        count_params=count_params,
         sort_col=ident if by_date else "e.received_at",
         id_col=ident if by_date else "e.ord",
         descending=query.sort.startswith("-"),
@@ -208,11 +211,7 @@ def _rows(conn: sqlite3.Connection, sql: Sql, after: tuple[int, int] | None, lim
 
 def count(conn: sqlite3.Connection, query: EventQuery) -> int:
     sql = build(query)
-    return int(conn.execute(sql.count, _count_params(sql)).fetchone()[0])
-
-
-def _count_params(sql: Sql) -> tuple[object, ...]:
-    return sql.params[: sql.count.count("?")]
+    return int(conn.execute(sql.count, sql.count_params).fetchone()[0])
 
 
 def page(conn: sqlite3.Connection, query: EventQuery) -> Page:
@@ -221,7 +220,7 @@ def page(conn: sqlite3.Connection, query: EventQuery) -> Page:
     more = len(rows) > query.limit
     rows = rows[: query.limit]
     cursor = encode_cursor(query.sort, rows[-1][1], rows[-1][2]) if more else None
-    total = int(conn.execute(sql.count, _count_params(sql)).fetchone()[0])
+    total = int(conn.execute(sql.count, sql.count_params).fetchone()[0])
     return Page(docs=[r[0] for r in rows], total=total, next_cursor=cursor)
 
 
