@@ -41,7 +41,7 @@ def _tables() -> tuple[dict[str, str], dict[str, str]]:
 @functools.lru_cache(maxsize=4096)
 def normalize_country(value: str) -> str:
     """Return the canonical code (alpha-2, or alpha-4 for former countries) or raise ValueError."""
-    if isinstance(value, str):
+    if isinstance(value, str) and value.isascii():  # "ß".upper() is "SS": not a code for South Sudan
         found = _tables()[0].get(value.strip().upper())
         if found is not None:
             return found

@@ -62,3 +62,11 @@ def test_country_code_type() -> None:
     assert schema["type"] == "string"
     assert schema["pattern"] == "^[A-Za-z]{2,4}$"
     assert schema["description"]
+
+
+def test_only_ascii_letters_make_a_code() -> None:
+    # str.upper() turns "ß" into "SS" (South Sudan) and "ﬀ" into "FF": neither is a code
+    for text in ("ß", "ßs", "\ufb00"):
+        with pytest.raises(ValueError):
+            normalize_country(text)
+    assert normalize_country(" ss ") == "SS"
