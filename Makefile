@@ -47,8 +47,9 @@ lint: setup ## ruff and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-schemas: setup ## regenerate schemas/json and schemas/asyncapi.yaml from the models
+schemas: setup ## regenerate schemas/json, schemas/asyncapi.yaml and the map places from their sources
 	$(BIN)/python -m schemas.generate
+	$(BIN)/python -m services.api.geo
 
 bench: setup ## run every benchmark and rewrite the table in bench/README.md
 	$(BIN)/python bench/run_all.py

@@ -282,6 +282,31 @@ class CountryOut(BaseModel):
         return cls(country=CountryRef.of(detail.code), totals=TotalsOut.of(detail.totals), partners=partners)
 
 
+class CountryActivity(BaseModel):
+    country: CountryRef
+    value: int = Field(description="sum over the country's matching pairs of their value (as in /v1/pairs)")
+    pairs: int = Field(description="the country's pairs matching the filters")
+
+
+class ActivityPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "total": 2,
+                    "items": [
+                        {"country": {"code": "FR", "name": "France"}, "value": 2, "pairs": 1},
+                        {"country": {"code": "DE", "name": "Germany"}, "value": 2, "pairs": 1},
+                    ],
+                }
+            ]
+        }
+    )
+
+    total: int = Field(description="countries with at least one matching pair (all are listed)")
+    items: list[CountryActivity] = Field(description="by value, highest first, then code")
+
+
 class Health(BaseModel):
     status: str
     pairs: int | None = None

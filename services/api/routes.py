@@ -18,7 +18,19 @@ from schemas.countries import all_countries, normalize_country
 from schemas.events import Kind, Status
 from services.api.hub import StreamFilter, StreamHub, TooManyClients
 from services.api.live import Live
-from services.api.models import CountryOut, Health, PairDetail, PairItem, PairPage, Ready, Summary, Trend
+from services.api.models import (
+    ActivityPage,
+    CountryActivity,
+    CountryOut,
+    CountryRef,
+    Health,
+    PairDetail,
+    PairItem,
+    PairPage,
+    Ready,
+    Summary,
+    Trend,
+)
 from services.api.settings import ApiSettings
 from services.api.sse import EventStreamResponse
 from services.api.view import PairQuery, previous_window
@@ -222,6 +234,35 @@ async def pairs(
     return PairPage(
         total=page.total, limit=limit, offset=offset, sort=sort, items=[PairItem.of(r) for r in page.items]
     )
+
+
+@v1.get(
+    "/v1/countries",
+    response_model=ActivityPage,
+    summary="Every country's activity under the filters of /v1/pairs (the dashboard map's shading)",
+    description=(
+        "For each country, the sum of `value` over its pairs that `/v1/pairs` would list with the same "
+        "`kind`, `status`, `from` and `to` (pair-events: an event counts once per partner country)."
+    ),
+    responses=problem_responses(400, 401),
+)
+async def countries(
+    request: Request,
+    kind: Annotated[Kind | None, Query()] = None,
+    status: Annotated[Status | None, Query()] = None,
+    month_from: Annotated[str | None, Query(alias="from", pattern=MONTH, description="YYYY-MM")] = None,
+    month_to: Annotated[str | None, Query(alias="to", pattern=MONTH, description="YYYY-MM")] = None,
+) -> ActivityPage:
+    _window(month_from, month_to, None)
+    query = PairQuery(
+        kind=kind.value if kind else None,
+        status=status.value if status else None,
+        month_from=month_from,
+        month_to=month_to,
+    )
+    rows = _live(request).view.activity(query)
+    items = [CountryActivity(country=CountryRef.of(r.code), value=r.value, pairs=r.pairs) for r in rows]
+    return ActivityPage(total=len(items), items=items)
 
 
 @v1.get(

@@ -55,6 +55,13 @@ class PairQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class Activity:
+    code: str
+    value: int  # sum of the pairs' rank values (pair-events: an event counts once per partner)
+    pairs: int
+
+
+@dataclass(frozen=True, slots=True)
 class Ranked:
     stats: PairStats
     value: int
@@ -308,6 +315,26 @@ class LiveView:
         if query.status is not None and query.kind is None:
             return self._status_rank.get(query.status, SortedList())
         return None
+
+    def activity(self, query: PairQuery) -> list[Activity]:
+        """Every country's sum of ``rank_value`` over its pairs matching ``query`` (the map's shading).
+
+        ``query.country``, ``sort``, ``limit`` and ``offset`` are ignored: ranked by value, then code.
+        """
+        values: dict[str, int] = defaultdict(int)
+        pairs: dict[str, int] = defaultdict(int)
+        unfiltered = query.kind is None and query.status is None and not query.months
+        for s in self._pairs.values():
+            if not unfiltered and not matches(s, query):
+                continue
+            value = s.active_events if unfiltered else rank_value(s, query)
+            for code in s.countries:
+                values[code] += value
+                pairs[code] += 1
+        return [
+            Activity(code, values[code], pairs[code])
+            for code in sorted(values, key=lambda c: (-values[c], c))
+        ]
 
     def country(self, code: str) -> CountryDetail | None:
         """A country's partners ranked by active events, and totals over its pairs."""

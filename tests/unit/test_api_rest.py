@@ -149,6 +149,23 @@ async def test_country_detail(client: httpx.AsyncClient) -> None:
     assert body["totals"]["by_kind"] == {"athletic": 2, "civic": 3, "cultural": 3}
 
 
+async def test_country_activity_shades_the_map(client: httpx.AsyncClient) -> None:
+    body = (await client.get("/v1/countries")).json()
+    assert [(i["country"]["code"], i["value"], i["pairs"]) for i in body["items"]] == [
+        ("US", 8, 2),
+        ("CN", 5, 1),
+        ("FR", 5, 2),
+        ("DE", 2, 1),
+        ("DDDE", 1, 1),
+        ("SUHH", 1, 1),
+    ]
+    assert body["total"] == 6
+    window = (await client.get("/v1/countries", params={"from": "2024-01", "to": "2024-12"})).json()
+    assert [(i["country"]["code"], i["value"]) for i in window["items"]] == [("FR", 3), ("US", 3)]
+    bad = await client.get("/v1/countries", params={"from": "2025-01", "to": "2024-01"})
+    assert bad.status_code == 400 and bad.json()["errors"][0]["pointer"] == "query:from"
+
+
 async def test_health_ready_metrics_dashboard(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok", "pairs": None}
     assert (await client.get("/readyz")).json()["status"] == "ready"
@@ -163,6 +180,14 @@ async def test_health_ready_metrics_dashboard(client: httpx.AsyncClient) -> None
     js = await client.get("/static/vendor/echarts.min.js")
     assert js.status_code == 200 and len(js.content) > 500_000
     assert (await client.get("/static/vendor/echarts.LICENSE")).status_code == 200
+    for path in (
+        "/static/vendor/world-atlas/countries-50m.json",
+        "/static/vendor/world-atlas/LICENSE",
+        "/static/vendor/topojson-client.min.js",
+        "/static/vendor/topojson-client.LICENSE",
+        "/static/places.json",
+    ):
+        assert (await client.get(path)).status_code == 200, path
 
 
 async def test_not_ready_until_the_source_caught_up() -> None:

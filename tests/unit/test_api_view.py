@@ -147,3 +147,19 @@ def test_incremental_totals_equal_recomputation(snapshots) -> None:  # type: ign
     for code in ("US", "FR", "JP"):
         assert view.pairs_of(code) == {p for p in latest if code in p.split("-")}
         assert view.query(PairQuery(country=code)).total == len(view.pairs_of(code))
+
+
+@settings(max_examples=60, deadline=None)
+@given(updates(), st.sampled_from([None, "athletic", "civic"]), st.sampled_from([None, "2025-01"]))
+def test_country_activity_sums_the_matching_pairs(snapshots, kind, month) -> None:  # type: ignore[no-untyped-def]
+    view = view_of(*snapshots)
+    query = PairQuery(kind=kind, month_from=month, month_to=month, limit=500)
+    ranked = view.query(query).items
+    expected: dict[str, tuple[int, int]] = {}
+    for r in ranked:
+        for code in r.stats.countries:
+            value, pairs = expected.get(code, (0, 0))
+            expected[code] = (value + r.value, pairs + 1)
+    rows = view.activity(query)
+    assert {a.code: (a.value, a.pairs) for a in rows} == expected
+    assert [(-a.value, a.code) for a in rows] == sorted((-v, c) for c, (v, _) in expected.items())
