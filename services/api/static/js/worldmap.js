@@ -1,0 +1,132 @@
+/* The world map: countries shaded by activity, the strongest ties drawn as lines between them. */
+
+import { KIND_COLORS, dominantKind, fmt, kindsText, signed } from "./util.js";
+
+const ANTARCTICA = "010";
+
+export async function loadWorld() {
+  const [topo, places] = await Promise.all([
+    fetch("/static/vendor/world-atlas/countries-50m.json").then((r) => r.json()),
+    fetch("/static/places.json").then((r) => r.json()),
+  ]);
+  const byId = new Map(Object.entries(places).filter(([, p]) => p.id).map(([code, p]) => [p.id, code]));
+  const world = topojson.feature(topo, topo.objects.countries);
+  world.features = world.features
+    .filter((f) => f.id !== ANTARCTICA)
+    .map((f) => ({ ...f, properties: { name: byId.get(f.id) || `~${f.properties.name}`, label: f.properties.name } }));
+  echarts.registerMap("world", world);
+  return places;
+}
+
+export class WorldMap {
+  constructor(box, places, { onPair, onCountry, nameOf }) {
+    this.box = box;
+    this.places = places;
+    this.nameOf = nameOf;
+    this.ties = [];
+    this.focus = -1;
+    this.chart = echarts.init(box, null, { renderer: "canvas" });
+    this.chart.setOption({
+      animation: false,
+      tooltip: { trigger: "item", confine: true, backgroundColor: "#0f1a30", borderColor: "#3b4f75", textStyle: { color: "#e8eef7", fontSize: 14 } },
+      visualMap: {
+        type: "continuous", min: 0, max: 1, seriesIndex: 0, calculable: false, realtime: false,
+        left: 12, bottom: 12, itemHeight: 90, itemWidth: 12, text: ["more", "fewer"],
+        textStyle: { color: "#a9b6cc" }, inRange: { color: ["#1f3b63", "#3f7cc4", "#9fd0ff"] }, formatter: () => "",
+      },
+      geo: {
+        map: "world", roam: true, scaleLimit: { min: 1, max: 8 }, boundingCoords: [[-170, 85], [190, -57]],
+        top: 8, bottom: 8, left: 8, right: 8,
+        itemStyle: { areaColor: "#18243b", borderColor: "#33476b", borderWidth: 0.6 },
+        emphasis: { itemStyle: { areaColor: "#2c4770" }, label: { show: false } },
+        select: { disabled: true }, label: { show: false },
+        tooltip: { show: true },
+      },
+      series: [
+        { id: "countries", type: "map", geoIndex: 0, data: [] },
+        {
+          id: "ties", type: "lines", coordinateSystem: "geo", zlevel: 1, data: [],
+          lineStyle: { curveness: 0.25, opacity: 0.85, cap: "round" },
+          emphasis: { focus: "self", lineStyle: { opacity: 1 } },
+          blur: { lineStyle: { opacity: 0.15 } },
+        },
+        {
+          id: "places", type: "scatter", coordinateSystem: "geo", zlevel: 2, data: [], symbolSize: 7,
+          itemStyle: { color: "#ffd166", borderColor: "#0b1220", borderWidth: 1 },
+          label: { show: true, position: "right", color: "#ffd166", fontSize: 12, formatter: (p) => p.data.label || "" },
+          labelLayout: { hideOverlap: true },
+        },
+      ],
+    });
+    this.chart.on("click", (p) => {
+      if (p.seriesId === "ties" && p.data) onPair(p.data.pair);
+      else if ((p.seriesId === "countries" || p.componentType === "geo") && p.name && !p.name.startsWith("~")) onCountry(p.name);
+      else if (p.seriesId === "places" && p.data) onCountry(p.data.code);
+    });
+    box.addEventListener("keydown", (e) => this.key(e, onPair));
+    box.addEventListener("blur", () => this.chart.dispatchAction({ type: "hideTip" }));
+    new ResizeObserver(() => this.chart.resize()).observe(box);
+  }
+
+  at(code) { return this.places[code] ? this.places[code].at : null; }
+
+  /* activity: [{country:{code}, value, pairs}], ties: PairItem[] (the ranking, strongest first) */
+  set(activity, ties) {
+    const max = Math.max(1, ...activity.map((a) => a.value));
+    const countryTip = (code, value, pairs) => `<b>${this.nameOf(code)}</b> (${code})<br>${fmt.format(value)} pair-events with ${fmt.format(pairs)} partner countries<br><i>click for its profile</i>`;
+    const shaded = activity.map((a) => ({ name: a.country.code, value: Math.sqrt(a.value / max), tooltip: { formatter: countryTip(a.country.code, a.value, a.pairs) } }));
+    this.ties = ties.filter((t) => this.at(t.countries[0].code) && this.at(t.countries[1].code));
+    const top = Math.max(1, ...this.ties.map((t) => t.value));
+    const lines = this.ties.map((t) => {
+      const kind = dominantKind(t.by_kind);
+      const [a, b] = t.countries;
+      const change = t.change === null || t.change === undefined ? "" : `<br>change ${signed(t.change)} (previous ${fmt.format(t.previous_events)})`;
+      return {
+        pair: t.pair,
+        coords: [this.at(a.code), this.at(b.code)],
+        lineStyle: { width: 1.2 + 8 * Math.sqrt(t.value / top), color: KIND_COLORS[kind] || "#9fb3d1" },
+        tooltip: { formatter: `<b>${a.name} – ${b.name}</b> (${t.pair})<br>${fmt.format(t.value)} events · ${fmt.format(t.participants)} participants${change}<br>${kindsText(t.by_kind)}<br>last ${t.last_date || "–"}<br><i>click for its events</i>` },
+      };
+    });
+    const ends = new Set(this.ties.flatMap((t) => t.countries.map((c) => c.code)));
+    const points = [...ends].map((code) => ({
+      code, value: this.at(code), label: code.length === 4 ? this.nameOf(code) : "",
+      symbolSize: code.length === 4 ? 10 : 5,
+      tooltip: { formatter: `<b>${this.nameOf(code)}</b> (${code})${code.length === 4 ? "<br>former country, shown where it was governed from" : ""}` },
+    }));
+    this.chart.setOption({
+      visualMap: { show: this.box.clientWidth > 560 },
+      series: [{ id: "countries", data: shaded }, { id: "ties", data: lines }, { id: "places", data: points }],
+    });
+    this.focus = -1;
+    const strongest = this.ties.slice(0, 3).map((t) => `${t.countries[0].name}–${t.countries[1].name} ${fmt.format(t.value)}`).join("; ");
+    this.box.setAttribute("aria-label", this.ties.length
+      ? `World map of ${activity.length} countries shaded by activity, with lines for the ${this.ties.length} strongest ties; strongest: ${strongest}. Arrow keys step through the ties, Enter opens one. The ranked table lists the same ties.`
+      : "World map: no ties in this view yet");
+  }
+
+  key(e, onPair) {
+    if (!this.ties.length) return;
+    if (e.key === "ArrowRight" || e.key === "ArrowDown") this.focus = (this.focus + 1) % this.ties.length;
+    else if (e.key === "ArrowLeft" || e.key === "ArrowUp") this.focus = (this.focus - 1 + this.ties.length) % this.ties.length;
+    else if (e.key === "Enter" && this.focus >= 0) { onPair(this.ties[this.focus].pair); e.preventDefault(); return; }
+    else return;
+    e.preventDefault();
+    this.showTie(this.focus);
+  }
+
+  showTie(index) {
+    this.chart.dispatchAction({ type: "downplay", seriesId: "ties" });
+    this.chart.dispatchAction({ type: "highlight", seriesId: "ties", dataIndex: index });
+    this.chart.dispatchAction({ type: "showTip", seriesId: "ties", dataIndex: index });
+  }
+
+  highlightPair(pair) {
+    const index = this.ties.findIndex((t) => t.pair === pair);
+    if (index >= 0) this.showTie(index);
+  }
+
+  csv(activity) {
+    return { header: ["country", "name", "pair_events", "partner_countries"], rows: activity.map((a) => [a.country.code, a.country.name, a.value, a.pairs]) };
+  }
+}
