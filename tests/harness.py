@@ -58,9 +58,9 @@ class Service:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def ready(self) -> bool:
+    def ready(self, headers: dict[str, str] | None = None) -> bool:
         try:
-            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+            return httpx.get(f"{self.url}/readyz", timeout=2, headers=headers).status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 import pycountry
 from fastapi import APIRouter, Header, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import WithJsonSchema
 
@@ -399,5 +399,12 @@ async def metrics(request: Request) -> Response:
 
 
 @ops.get("/", include_in_schema=False)
-async def dashboard() -> FileResponse:
-    return FileResponse(STATIC / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+async def dashboard(request: Request) -> Response:
+    """The dashboard's page; it says whether the api wants a token, so the page asks before its
+    first request instead of collecting 401s (each one a console error in the browser)."""
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    if request.app.state.settings.tokens():
+        page = page.replace(
+            '<meta name="handshake-auth" content="open">', '<meta name="handshake-auth" content="bearer">'
+        )
+    return Response(page, media_type="text/html", headers={"Cache-Control": "no-cache"})

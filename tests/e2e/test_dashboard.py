@@ -84,7 +84,7 @@ def test_dashboard_ranks_filters_and_updates_live(api: tuple[str, Any], output_d
         expect(rows.first).to_contain_text("China \u2013 United States")
         expect(page.locator("#total-pairs")).to_have_text(str(len(SEED)))
         expect(page.locator("#live")).to_have_attribute("data-state", "live")
-        expect(page.locator("#graph canvas")).to_have_count(1)
+        expect(page.locator("#map canvas")).not_to_have_count(0)
         page.evaluate("window.__noReload = true")
 
         # filter by country (alpha-3 accepted): only France's pairs remain
@@ -109,16 +109,17 @@ def test_dashboard_ranks_filters_and_updates_live(api: tuple[str, Any], output_d
         page.keyboard.press("Enter")
         expect(page.locator("#detail-title")).to_have_text("Germany \u2013 France")
         expect(page.locator("#detail-body")).to_contain_text("Checksum")
+        expect(page.locator("#detail-body")).to_contain_text("No events match.")  # snapshots only, no events
         expect(page.locator("#detail-body")).to_contain_text("DE visited FR")
         expect(row).to_have_attribute("aria-current", "true")
 
         # accessibility essentials
-        assert page.locator("#graph").get_attribute("role") == "img"
-        assert "strongest" in (page.locator("#graph").get_attribute("aria-label") or "")
-        assert "peak" in (page.locator("#months").get_attribute("aria-label") or "")
+        assert page.locator("#map").get_attribute("role") == "img"
+        assert "strongest" in (page.locator("#map").get_attribute("aria-label") or "")
+        assert "peak" in (page.locator("#time").get_attribute("aria-label") or "")
         assert page.locator(".totals").get_attribute("aria-live") == "polite"
         assert page.locator("#pairs-table caption").count() == 1
-        assert page.locator("#pairs-table th[scope=col]").count() == 6
+        assert page.locator("#pairs-table th[scope=col]").count() == 7
         assert not errors, errors
         page.wait_for_timeout(700)  # let the charts finish animating
         page.screenshot(path=str(output_dir / "dashboard.png"))

@@ -26,7 +26,10 @@ export class ApiError extends Error {
   constructor(status, detail) { super(detail); this.status = status; }
 }
 
+const needsToken = () => document.querySelector('meta[name="handshake-auth"]')?.content === "bearer";
+
 export async function request(path, accept = "application/json") {
+  if (needsToken() && !token()) await askToken();
   for (;;) {
     const headers = { Accept: accept };
     if (token()) headers.Authorization = "Bearer " + token();

@@ -88,7 +88,7 @@ export class Detail {
     body.replaceChildren(
       facts([
         ["Active events", fmt.format(d.active_events)], ["Participants", fmt.format(d.participants)],
-        ["Cancelled", fmt.format(d.cancelled)], ["First – last", `${d.first_date || "–"} – ${d.last_date || "–"}`],
+        ["Cancelled", fmt.format(d.cancelled)], ["First event", d.first_date || "–"], ["Last event", d.last_date || "–"],
         ["Checksum", d.checksum, "checksum"],
       ]),
       el("details", { class: "figures" }, el("summary", { text: "By kind, direction and status" }),

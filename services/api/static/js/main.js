@@ -95,11 +95,20 @@ async function load() {
   ]);
   for (const item of page.items) remember(item.countries);
   for (const a of activity.items) remember([a.country]);
+  canonicalCountry(page.items);
   Object.assign(last, { summary, page, activity });
   totals(summary, page, activity);
   timeline.set(summary.by_month, { from: view.from, to: view.to });
   ranking.set(page, view, view.compare);
   drawTies();
+}
+
+/* the api takes FRA or fra for FR: keep the canonical code (common to every row) in the view */
+function canonicalCountry(items) {
+  if (!view.country || !items.length) return;
+  let common = items[0].countries.map((c) => c.code);
+  for (const item of items) common = common.filter((code) => item.countries.some((c) => c.code === code));
+  if (common.length === 1 && common[0] !== view.country) setView({ country: common[0] }, { reload: false });
 }
 
 function drawTies() {
@@ -116,6 +125,7 @@ function totals(summary, page, activity) {
   $("total-change").textContent = summary.trend && summary.trend.change !== null && summary.trend.change !== undefined
     ? `${signed(summary.trend.change)} vs ${summary.trend.previous_from}…${summary.trend.previous_to}` : "";
   $("total-participants").textContent = fmt.format(summary.participants);
+  $("participants-label").textContent = ranged ? "Participants, all time" : "Participants";
   $("total-countries").textContent = fmt.format(activity.total);
   if (summary.updated_at) $("last-update").textContent = "updated " + new Date(summary.updated_at).toLocaleTimeString();
 }
@@ -146,7 +156,7 @@ function showCountry(code) {
 }
 
 const detail = new Detail({ nameOf, onPair: showPair, onCountry: showCountry, onClose: () => { setView({ pair: "", profile: "", q: "" }, { history: "push", reload: false }); openDetail(); } });
-const ranking = new Ranking({ onPair: showPair, onFocusPair: (pair) => { if (map && view.tab === "map") map.highlightPair(pair); } });
+const ranking = new Ranking({ nameOf, onPair: showPair, onFocusPair: (pair) => { if (map && view.tab === "map") map.highlightPair(pair); } });
 const ticker = new Ticker({ nameOf, onPair: showPair });
 const timeline = new Timeline($("time"), { onRange: (from, to) => setView({ from, to, compare: view.compare && Boolean(from && to) }) });
 

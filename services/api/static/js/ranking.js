@@ -3,7 +3,8 @@
 import { $, KIND_COLORS, el, fmt, kindsText, signed } from "./util.js";
 
 export class Ranking {
-  constructor({ onPair, onFocusPair }) {
+  constructor({ nameOf, onPair, onFocusPair }) {
+    this.nameOf = nameOf;
     this.rows = [];
     this.total = 0;
     this.selected = "";
@@ -44,7 +45,7 @@ export class Ranking {
 
   render(view, changed = new Set()) {
     const parts = [];
-    if (view.country) parts.push(`with ${view.country}`);
+    if (view.country) parts.push(`with ${this.nameOf(view.country)} (${view.country})`);
     if (view.kind) parts.push(`with ${view.kind} events`);
     if (view.from || view.to) parts.push(`in ${view.from || "…"} to ${view.to || "…"}`);
     $("pairs-caption").textContent = `Top ${this.rows.length} of ${fmt.format(this.total)} country pairs${parts.length ? " " + parts.join(" ") : ""}`;

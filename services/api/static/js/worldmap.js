@@ -64,7 +64,8 @@ export class WorldMap {
       else if (p.seriesId === "places" && p.data) onCountry(p.data.code);
     });
     box.addEventListener("keydown", (e) => this.key(e, onPair));
-    box.addEventListener("blur", () => this.chart.dispatchAction({ type: "hideTip" }));
+    box.addEventListener("blur", () => { this.focusBox.hidden = true; });
+    this.focusBox = document.getElementById("map-focus");
     new ResizeObserver(() => this.chart.resize()).observe(box);
   }
 
@@ -115,15 +116,20 @@ export class WorldMap {
     this.showTie(this.focus);
   }
 
-  showTie(index) {
+  showTie(index, withFigures = true) {
     this.chart.dispatchAction({ type: "downplay", seriesId: "ties" });
     this.chart.dispatchAction({ type: "highlight", seriesId: "ties", dataIndex: index });
-    this.chart.dispatchAction({ type: "showTip", seriesId: "ties", dataIndex: index });
+    if (!withFigures) return;
+    const t = this.ties[index];
+    const [a, b] = t.countries;
+    const change = t.change === null || t.change === undefined ? "" : `, change ${signed(t.change)}`;
+    this.focusBox.textContent = `${index + 1} of ${this.ties.length}: ${a.name} – ${b.name}: ${fmt.format(t.value)} events, ${fmt.format(t.participants)} participants${change}; ${kindsText(t.by_kind)}. Enter opens its events.`;
+    this.focusBox.hidden = false;
   }
 
   highlightPair(pair) {
     const index = this.ties.findIndex((t) => t.pair === pair);
-    if (index >= 0) this.showTie(index);
+    if (index >= 0) this.showTie(index, false);
   }
 
   csv(activity) {
