@@ -12,7 +12,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "bench" / "README.md"
-BENCHES = ["bench_ingest", "bench_aggregator", "bench_restart", "bench_api", "bench_latency", "bench_events"]
+BENCHES = [
+    "bench_ingest",
+    "bench_aggregator",
+    "bench_restart",
+    "bench_api",
+    "bench_latency",
+    "bench_events",
+    "bench_dashboard",
+]
 START, END = "<!-- results -->", "<!-- end results -->"
 
 
@@ -180,13 +188,31 @@ ROWS: list[tuple[str, str, str, str, str, str]] = [
     ("events", "index file at 1M events, MB", "file_mb", "", "", "—"),
     ("events", "api RSS at 1M events, MB", "queries.api_rss_mb", "", "", "—"),
     ("events", "records read again by a restarted api", "queries.read_after_restart", "", "", "0"),
+    (
+        "dashboard",
+        "first paint (data, ranking, map drawn) at 50k pairs, ms",
+        "first_paint.ready_ms",
+        "the same page at 100 pairs",
+        "first_paint_100_pairs.ready_ms",
+        "≤ 2,000 ms",
+    ),
+    (
+        "dashboard",
+        "longest frame at 100 pair updates/s + 100 events/s, ms",
+        "under_updates.max_frame_ms",
+        "longest frame idle",
+        "idle.max_frame_ms",
+        "≤ 200 ms",
+    ),
+    ("dashboard", "frames over 200 ms under updates", "under_updates.frames_over_200ms", "", "", "0"),
+    ("dashboard", "updates/s reached by the publisher", "updates.achieved_per_s", "", "", "≥ 95"),
 ]
 
 
 def render() -> str:
     loaded = {
         name: json.loads((RESULTS / f"{name}.json").read_text())
-        for name in ("ingest", "aggregator", "restart", "api", "latency", "events")
+        for name in ("ingest", "aggregator", "restart", "api", "latency", "events", "dashboard")
         if (RESULTS / f"{name}.json").exists()
     }
     lines = [

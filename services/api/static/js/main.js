@@ -97,6 +97,7 @@ async function load() {
   for (const a of activity.items) remember([a.country]);
   canonicalCountry(page.items);
   Object.assign(last, { summary, page, activity });
+  document.body.dataset.loads = String(Number(document.body.dataset.loads || 0) + 1);
   totals(summary, page, activity);
   timeline.set(summary.by_month, { from: view.from, to: view.to });
   ranking.set(page, view, view.compare);
