@@ -162,7 +162,10 @@ def first_paint(url: str, loads: int = 3) -> dict[str, Any]:
                     "(performance.getEntriesByName('first-contentful-paint')[0] || {startTime: 0}).startTime"
                 )
             )
-    return {"ready_ms": round(statistics.median(ready), 1), "first_contentful_paint_ms": round(statistics.median(fcp), 1)}
+    return {
+        "ready_ms": round(statistics.median(ready), 1),
+        "first_contentful_paint_ms": round(statistics.median(fcp), 1),
+    }
 
 
 def start_api(pairs: int) -> tuple[subprocess.Popen[str], str]:
@@ -239,7 +242,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pairs", type=int, default=50_000, help="pairs in the api's view (default 50,000)")
     parser.add_argument("--rate", type=float, default=100.0, help="pair updates and new events per second")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the idle and the busy phase")

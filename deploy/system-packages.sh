@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that tests and benchmarks use when they are missing (kcat, chromium,
-# promtool; wrk for bench/bench_ingest.py).
+# promtool; wrk for bench/bench_ingest.py; Node.js for the dashboard's JavaScript unit tests).
 # Needs root (apt-get); as another user it prints what to install and goes on.
 set -u
 missing=()
@@ -8,6 +8,7 @@ command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "note: missing system packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})" >&2

@@ -78,14 +78,25 @@ export class Detail {
       return;
     }
     if (token !== this.token) return;
-    const names = Object.fromEntries(Object.entries(d.names || {}).map(([code, name]) => [code, shortName(code, name)]));
-    this.header(`${names[a] || a} – ${names[b] || b}`, this.csvButton(`events-${pair}`));
+    this.header(this.pairTitle(d), this.csvButton(`events-${pair}`));
+    this.figures = el("div", { class: "figures-box" }, ...this.pairFigures(d));
+    const body = $("detail-body");
+    body.replaceChildren(this.figures, el("h3", { id: "events-heading", text: "Events" }));
+    await this.loadEvents(body, token);
+  }
+
+  pairTitle(d) {
+    const [a, b] = d.countries;
+    return `${shortName(a, d.names[a] || a)} – ${shortName(b, d.names[b] || b)}`;
+  }
+
+  pairFigures(d) {
     const directions = {};
     for (const [k, n] of Object.entries(d.by_direction)) {
-      directions[k === "third_country" ? "met in a third country" : `${k.split(">")[0]} visited ${k.split(">")[1]}`] = n;
+      const [from, to] = k.split(">");
+      directions[k === "third_country" ? "met in a third country" : `${from} visited ${to}`] = n;
     }
-    const body = $("detail-body");
-    body.replaceChildren(
+    return [
       facts([
         ["Active events", fmt.format(d.active_events)], ["Participants", fmt.format(d.participants)],
         ["Cancelled", fmt.format(d.cancelled)], ["First event", d.first_date || "–"], ["Last event", d.last_date || "–"],
@@ -95,9 +106,21 @@ export class Detail {
         el("h3", { text: "By kind" }), bars(d.by_kind, "events by kind"),
         el("h3", { text: "By direction" }), bars(directions, "events by direction"),
         el("h3", { text: "By status" }), bars(d.by_status, "events by status")),
-      el("h3", { id: "events-heading", text: "Events" }),
-    );
-    await this.loadEvents(body, token);
+    ];
+  }
+
+  /* a new snapshot of the open pair: its figures change in place (the event list stays as it is) */
+  async refreshFigures() {
+    if (this.mode !== "pair" || !this.figures) return;
+    const token = this.token;
+    const [a, b] = this.subject.split("-");
+    try {
+      const d = await api(`/v1/pairs/${a}/${b}`);
+      if (token !== this.token) return;
+      const open = this.figures.querySelector("details")?.open;
+      this.figures.replaceChildren(...this.pairFigures(d));
+      if (open) this.figures.querySelector("details").open = true;
+    } catch { /* the next update tries again */ }
   }
 
   /* ---------- a country's profile ---------- */
@@ -190,12 +213,21 @@ export class Detail {
     this.list.append(eventItem(item, this.nameOf, { onPair: this.mode === "search" ? this.onPair : null }));
   }
 
+  /* does an event belong to the open list's kind and date range? */
+  inView(item) {
+    const { kind, from, to } = this.params;
+    const month = item.starts_on.slice(0, 7);
+    return (!kind || item.kind === kind) && (!from || month >= from) && (!to || month <= to);
+  }
+
   /* a live change: shown at once in the open pair's list (new at the top, corrections in place) */
   live(change) {
-    if (this.mode !== "pair" || !this.list || !change.item.pairs.includes(this.subject)) return false;
+    if (this.mode !== "pair" || !this.list) return false;
+    const old = this.list.querySelector(`li[data-key="${CSS.escape(change.item.key)}"]`);
+    const belongs = change.item.pairs.includes(this.subject) && this.inView(change.item);
+    if (!belongs) { if (old) old.remove(); return false; } // a correction moved it out of this pair or range
     const node = eventItem(change.item, this.nameOf, { change: change.change });
     node.classList.add("flash");
-    const old = this.list.querySelector(`li[data-key="${CSS.escape(change.item.key)}"]`);
     if (old) old.replaceWith(node);
     else { this.list.querySelector("li.muted")?.remove(); this.list.prepend(node); this.keys.add(change.item.key); }
     return true;

@@ -169,7 +169,7 @@ function setLive(state, text) {
 }
 
 const refreshSoon = coalesce(() => { dirty = false; refresh(); }, 1000);
-const pairSoon = coalesce(() => { if (view.pair) { detailKey = ""; openDetail(); } }, 1000);
+const pairSoon = coalesce(() => detail.refreshFigures(), 1000);
 
 function connect() {
   for (const s of streams) s.close();
@@ -257,11 +257,12 @@ function setupControls() {
     if (!button) return;
     const what = button.dataset.csv || button.dataset.png;
     if (button.dataset.png) {
-      const chart = { map: map && map.chart, graph: graph && graph.chart, time: timeline.chart }[what];
-      if (chart) downloadPng(`handshake-${what}.png`, chart);
+      const tie = view.tab === "graph" ? graph : map; // the main panel's button draws its visible tab
+      const chart = what === "time" ? timeline.chart : tie && tie.chart;
+      if (chart) downloadPng(`handshake-${what === "time" ? "time" : view.tab}.png`, chart);
       return;
     }
-    const table = { ranking: () => ranking.csv(), map: () => map.csv(last.activity.items), time: () => timeline.csv(), ticker: () => ticker.csv() }[what]();
+    const table = { ranking: () => ranking.csv(), map: () => WorldMap.csv(last.activity.items), time: () => timeline.csv(), ticker: () => ticker.csv() }[what]();
     downloadCsv(`handshake-${what}.csv`, table.header, table.rows);
   });
   $("share").addEventListener("click", async () => {

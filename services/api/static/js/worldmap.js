@@ -132,7 +132,7 @@ export class WorldMap {
     if (index >= 0) this.showTie(index, false);
   }
 
-  csv(activity) {
+  static csv(activity) {
     return { header: ["country", "name", "pair_events", "partner_countries"], rows: activity.map((a) => [a.country.code, a.country.name, a.value, a.pairs]) };
   }
 }
