@@ -57,3 +57,10 @@ test("small formatting rules", () => {
   assert.equal(dominantKind({ civic: 2, athletic: 5 }), "athletic");
   assert.equal(dominantKind({}), null);
 });
+
+test("a ring across the antimeridian continues past 180 instead of spanning the map", async () => {
+  const { unwrapRing } = await import("../../services/api/static/js/worldmap.js");
+  assert.deepEqual(unwrapRing([[179, 0], [-179, 0], [-179, 1], [179, 1]]), [[179, 0], [181, 0], [181, 1], [179, 1]]);
+  const france = [[2, 46], [3, 47], [1, 48]];
+  assert.equal(unwrapRing(france), france);
+});

@@ -20,7 +20,7 @@ export function eventItem(item, nameOf, { change, onPair } = {}) {
       el("span", { class: "kind-dot", style: `background:${KIND_COLORS[item.kind] || "#888"}`, title: item.kind, "aria-hidden": "true" }),
       change ? el("span", { class: `badge change-${change}`, text: change }) : null,
       title,
-      cancelled ? el("span", { class: "badge status-cancelled", text: "cancelled" }) : null),
+      cancelled && change !== "cancelled" ? el("span", { class: "badge status-cancelled", text: "cancelled" }) : null),
     el("div", { class: "event-meta" },
       el("span", { text: dates(item) }),
       el("span", { text: `${nameOf(item.host_country)}${item.city ? `, ${item.city}` : ""} hosted ${delegations}` })),

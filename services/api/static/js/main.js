@@ -113,7 +113,7 @@ function canonicalCountry(items) {
 }
 
 function drawTies() {
-  if (map) map.set(last.activity.items, last.page.items);
+  if (map) { map.set(last.activity.items, last.page.items); map.highlightPair(view.pair); }
   if (graph) graph.set(last.page.items);
 }
 
@@ -138,6 +138,7 @@ function openDetail() {
   if (key === detailKey) return;
   detailKey = key;
   ranking.select(view.pair);
+  if (map) map.highlightPair(view.pair);
   document.body.classList.toggle("has-detail", Boolean(view.pair || view.profile || view.q));
   if (view.pair) detail.showPair(view.pair, view);
   else if (view.profile) detail.showCountry(view.profile);
@@ -157,7 +158,7 @@ function showCountry(code) {
 }
 
 const detail = new Detail({ nameOf, onPair: showPair, onCountry: showCountry, onClose: () => { setView({ pair: "", profile: "", q: "" }, { history: "push", reload: false }); openDetail(); } });
-const ranking = new Ranking({ nameOf, onPair: showPair, onFocusPair: (pair) => { if (map && view.tab === "map") map.highlightPair(pair); } });
+const ranking = new Ranking({ nameOf, onPair: showPair, onFocusPair: (pair) => { if (map && view.tab === "map") map.highlightPair(pair); }, onBlur: () => { if (map) map.highlightPair(view.pair); } });
 const ticker = new Ticker({ nameOf, onPair: showPair });
 const timeline = new Timeline($("time"), { onRange: (from, to) => setView({ from, to, compare: view.compare && Boolean(from && to) }) });
 

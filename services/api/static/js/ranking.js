@@ -3,7 +3,7 @@
 import { $, KIND_COLORS, el, fmt, kindsText, signed } from "./util.js";
 
 export class Ranking {
-  constructor({ nameOf, onPair, onFocusPair }) {
+  constructor({ nameOf, onPair, onFocusPair, onBlur }) {
     this.nameOf = nameOf;
     this.rows = [];
     this.total = 0;
@@ -28,6 +28,7 @@ export class Ranking {
     body.addEventListener("click", activate);
     body.addEventListener("keydown", activate);
     body.addEventListener("focusin", (e) => { const tr = e.target.closest("tr[data-pair]"); if (tr) onFocusPair(tr.dataset.pair); });
+    body.addEventListener("focusout", (e) => { if (!body.contains(e.relatedTarget)) onBlur(); });
   }
 
   set(page, view, compare) {

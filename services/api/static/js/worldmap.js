@@ -4,6 +4,21 @@ import { KIND_COLORS, dominantKind, fmt, kindsText, signed } from "./util.js";
 
 const ANTARCTICA = "010";
 
+/* A ring that crosses the antimeridian (Chukotka, Fiji) jumps from +180 to -180 and would be drawn
+   as a band across the whole map: its western longitudes continue past 180 instead. */
+export function unwrapRing(ring) {
+  let crosses = false;
+  for (let i = 1; i < ring.length; i++) if (Math.abs(ring[i][0] - ring[i - 1][0]) > 180) { crosses = true; break; }
+  return crosses ? ring.map(([lon, lat]) => [lon < 0 ? lon + 360 : lon, lat]) : ring;
+}
+
+function unwrapGeometry(geometry) {
+  if (!geometry) return geometry;
+  if (geometry.type === "Polygon") return { ...geometry, coordinates: geometry.coordinates.map(unwrapRing) };
+  if (geometry.type === "MultiPolygon") return { ...geometry, coordinates: geometry.coordinates.map((p) => p.map(unwrapRing)) };
+  return geometry;
+}
+
 export async function loadWorld() {
   const [topo, places] = await Promise.all([
     fetch("/static/vendor/world-atlas/countries-50m.json").then((r) => r.json()),
@@ -13,7 +28,7 @@ export async function loadWorld() {
   const world = topojson.feature(topo, topo.objects.countries);
   world.features = world.features
     .filter((f) => f.id !== ANTARCTICA)
-    .map((f) => ({ ...f, properties: { name: byId.get(f.id) || `~${f.properties.name}`, label: f.properties.name } }));
+    .map((f) => ({ ...f, geometry: unwrapGeometry(f.geometry), properties: { name: byId.get(f.id) || `~${f.properties.name}`, label: f.properties.name } }));
   echarts.registerMap("world", world);
   return places;
 }
@@ -51,6 +66,10 @@ export class WorldMap {
           blur: { lineStyle: { opacity: 0.15 } },
         },
         {
+          id: "selected", type: "lines", coordinateSystem: "geo", zlevel: 2, data: [], silent: true,
+          lineStyle: { curveness: 0.25, color: "#ffd166", opacity: 1, cap: "round", shadowBlur: 8, shadowColor: "#000" },
+        },
+        {
           id: "places", type: "scatter", coordinateSystem: "geo", zlevel: 2, data: [], symbolSize: 7,
           itemStyle: { color: "#ffd166", borderColor: "#0b1220", borderWidth: 1 },
           label: { show: true, position: "right", color: "#ffd166", fontSize: 12, formatter: (p) => p.data.label || "" },
@@ -80,12 +99,13 @@ export class WorldMap {
     const top = Math.max(1, ...this.ties.map((t) => t.value));
     const lines = this.ties.map((t) => {
       const kind = dominantKind(t.by_kind);
+      t.width = 1.2 + 8 * Math.sqrt(t.value / top);
       const [a, b] = t.countries;
       const change = t.change === null || t.change === undefined ? "" : `<br>change ${signed(t.change)} (previous ${fmt.format(t.previous_events)})`;
       return {
         pair: t.pair,
         coords: [this.at(a.code), this.at(b.code)],
-        lineStyle: { width: 1.2 + 8 * Math.sqrt(t.value / top), color: KIND_COLORS[kind] || "#9fb3d1" },
+        lineStyle: { width: t.width, color: KIND_COLORS[kind] || "#9fb3d1" },
         tooltip: { formatter: `<b>${a.name} – ${b.name}</b> (${t.pair})<br>${fmt.format(t.value)} events · ${fmt.format(t.participants)} participants${change}<br>${kindsText(t.by_kind)}<br>last ${t.last_date || "–"}<br><i>click for its events</i>` },
       };
     });
@@ -127,9 +147,14 @@ export class WorldMap {
     this.focusBox.hidden = false;
   }
 
+  /* the open (or focused) pair drawn on top in gold, the other ties left as they are */
   highlightPair(pair) {
-    const index = this.ties.findIndex((t) => t.pair === pair);
-    if (index >= 0) this.showTie(index, false);
+    const [a, b] = (pair || "").split("-");
+    const ends = [this.at(a), this.at(b)];
+    const tie = this.ties.find((t) => t.pair === pair);
+    const width = tie ? tie.width + 2 : 4;
+    const data = pair && ends[0] && ends[1] ? [{ coords: ends, lineStyle: { width } }] : [];
+    this.chart.setOption({ series: [{ id: "selected", data }] });
   }
 
   static csv(activity) {
