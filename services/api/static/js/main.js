@@ -101,8 +101,11 @@ async function load() {
   totals(summary, page, activity);
   timeline.set(summary.by_month, { from: view.from, to: view.to });
   ranking.set(page, view, view.compare);
+  await nextFrame(); // the map's redraw is the longest piece: a frame of its own
   drawTies();
 }
+
+const nextFrame = () => new Promise((resolve) => setTimeout(resolve, 0));
 
 /* the api takes FRA or fra for FR: keep the canonical code (common to every row) in the view */
 function canonicalCountry(items) {
@@ -113,7 +116,7 @@ function canonicalCountry(items) {
 }
 
 function drawTies() {
-  if (map) { map.set(last.activity.items, last.page.items); map.highlightPair(view.pair); }
+  if (map) map.set(last.activity.items, last.page.items, view.pair);
   if (graph) graph.set(last.page.items);
 }
 

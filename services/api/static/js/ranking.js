@@ -27,8 +27,9 @@ export class Ranking {
     };
     body.addEventListener("click", activate);
     body.addEventListener("keydown", activate);
-    body.addEventListener("focusin", (e) => { const tr = e.target.closest("tr[data-pair]"); if (tr) onFocusPair(tr.dataset.pair); });
-    body.addEventListener("focusout", (e) => { if (!body.contains(e.relatedTarget)) onBlur(); });
+    // focus moves while rows are replaced (render): only a person's focus changes the map
+    body.addEventListener("focusin", (e) => { const tr = e.target.closest("tr[data-pair]"); if (tr && !this.rendering) onFocusPair(tr.dataset.pair); });
+    body.addEventListener("focusout", (e) => { if (!this.rendering && !body.contains(e.relatedTarget)) onBlur(); });
   }
 
   set(page, view, compare) {
@@ -59,8 +60,13 @@ export class Ranking {
     }
     const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest("tr[data-pair]");
     const focusedPair = focused ? focused.dataset.pair : null;
-    body.replaceChildren(...this.rows.map((item, i) => this.row(item, i + 1, changed.has(item.pair))));
-    if (focusedPair) { const again = body.querySelector(`tr[data-pair="${focusedPair}"]`); if (again) again.focus({ preventScroll: true }); }
+    this.rendering = true;
+    try {
+      body.replaceChildren(...this.rows.map((item, i) => this.row(item, i + 1, changed.has(item.pair))));
+      if (focusedPair) { const again = body.querySelector(`tr[data-pair="${focusedPair}"]`); if (again) again.focus({ preventScroll: true }); }
+    } finally {
+      this.rendering = false;
+    }
   }
 
   row(item, rank, flash) {

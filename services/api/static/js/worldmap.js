@@ -58,7 +58,10 @@ export class WorldMap {
         tooltip: { show: true },
       },
       series: [
-        { id: "countries", type: "map", geoIndex: 0, data: [] },
+        {
+          id: "countries", type: "map", geoIndex: 0, data: [],
+          tooltip: { formatter: (p) => this.countryTip(p.name) },
+        },
         {
           id: "ties", type: "lines", coordinateSystem: "geo", zlevel: 1, data: [],
           lineStyle: { curveness: 0.25, opacity: 0.85, cap: "round" },
@@ -90,11 +93,14 @@ export class WorldMap {
 
   at(code) { return this.places[code] ? this.places[code].at : null; }
 
-  /* activity: [{country:{code}, value, pairs}], ties: PairItem[] (the ranking, strongest first) */
-  set(activity, ties) {
+  /* activity: [{country:{code}, value, pairs}], ties: PairItem[] (the ranking, strongest first),
+     selected: the open pair. One setOption per call: each one redraws the whole map. */
+  set(activity, ties, selected) {
     const max = Math.max(1, ...activity.map((a) => a.value));
-    const countryTip = (code, value, pairs) => `<b>${this.nameOf(code)}</b> (${code})<br>${fmt.format(value)} pair-events with ${fmt.format(pairs)} partner countries<br><i>click for its profile</i>`;
-    const shaded = activity.map((a) => ({ name: a.country.code, value: Math.sqrt(a.value / max), tooltip: { formatter: countryTip(a.country.code, a.value, a.pairs) } }));
+    this.activity = new Map(activity.map((a) => [a.country.code, a]));
+    // shading changes in steps of 1/50: a map whose shades did not move is not sent again
+    const shaded = activity.map((a) => ({ name: a.country.code, value: Math.round(50 * Math.sqrt(a.value / max)) / 50 }));
+    const shadeKey = shaded.map((d) => `${d.name}:${d.value}`).join(",");
     this.ties = ties.filter((t) => this.at(t.countries[0].code) && this.at(t.countries[1].code));
     const top = Math.max(1, ...this.ties.map((t) => t.value));
     const lines = this.ties.map((t) => {
@@ -115,10 +121,13 @@ export class WorldMap {
       symbolSize: code.length === 4 ? 10 : 5,
       tooltip: { formatter: `<b>${this.nameOf(code)}</b> (${code})${code.length === 4 ? "<br>former country, shown where it was governed from" : ""}` },
     }));
-    this.chart.setOption({
-      visualMap: { show: this.box.clientWidth > 560 },
-      series: [{ id: "countries", data: shaded }, { id: "ties", data: lines }, { id: "places", data: points }],
-    });
+    this.selected = selected;
+    const series = [{ id: "ties", data: lines }, { id: "selected", data: this.selectedLine(selected) }, { id: "places", data: points }];
+    if (shadeKey !== this.shadeKey) {
+      series.unshift({ id: "countries", data: shaded });
+      this.shadeKey = shadeKey;
+    }
+    this.chart.setOption({ visualMap: { show: this.box.clientWidth > 560 }, series });
     this.focus = -1;
     const strongest = this.ties.slice(0, 3).map((t) => `${t.countries[0].name}–${t.countries[1].name} ${fmt.format(t.value)}`).join("; ");
     this.box.setAttribute("aria-label", this.ties.length
@@ -147,14 +156,25 @@ export class WorldMap {
     this.focusBox.hidden = false;
   }
 
-  /* the open (or focused) pair drawn on top in gold, the other ties left as they are */
-  highlightPair(pair) {
+  countryTip(code) {
+    if (!code || code.startsWith("~")) return "";
+    const a = this.activity && this.activity.get(code);
+    const figures = a ? `${fmt.format(a.value)} pair-events with ${fmt.format(a.pairs)} partner countries` : "no exchanges in this view";
+    return `<b>${this.nameOf(code)}</b> (${code})<br>${figures}<br><i>click for its profile</i>`;
+  }
+
+  selectedLine(pair) {
     const [a, b] = (pair || "").split("-");
     const ends = [this.at(a), this.at(b)];
     const tie = this.ties.find((t) => t.pair === pair);
-    const width = tie ? tie.width + 2 : 4;
-    const data = pair && ends[0] && ends[1] ? [{ coords: ends, lineStyle: { width } }] : [];
-    this.chart.setOption({ series: [{ id: "selected", data }] });
+    return pair && ends[0] && ends[1] ? [{ coords: ends, lineStyle: { width: tie ? tie.width + 2 : 4 } }] : [];
+  }
+
+  /* the open (or focused) pair drawn on top in gold, the other ties left as they are */
+  highlightPair(pair) {
+    if ((pair || "") === (this.selected || "")) return;
+    this.selected = pair;
+    this.chart.setOption({ series: [{ id: "selected", data: this.selectedLine(pair) }] });
   }
 
   static csv(activity) {
