@@ -12,6 +12,7 @@ bench/results/aggregator.json.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -235,9 +236,14 @@ def main(
     bench: Callable[[str, int, Path], dict[str, Any]] = run,
     default_n: int = 200_000,
     name: str = "aggregator",
+    doc: str | None = __doc__,
 ) -> None:
     """``bench(bootstrap, N, workdir)`` on HANDSHAKE_KAFKA_BOOTSTRAP or a temporary broker; N from argv."""
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else default_n
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "events", nargs="?", type=int, default=default_n, help=f"events to produce (default {default_n:,})"
+    )
+    n = parser.parse_args().events
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         bootstrap = os.environ.get("HANDSHAKE_KAFKA_BOOTSTRAP")

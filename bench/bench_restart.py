@@ -75,4 +75,4 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(run, 1_000_000, "restart")
+    main(run, 1_000_000, "restart", __doc__)

@@ -11,6 +11,7 @@ first record to the N-th (start-up and the group join excluded), and CPU seconds
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -30,8 +31,18 @@ def main() -> None:
     from schemas.records import decode_event
     from services.aggregator.settings import AggregatorSettings
 
-    bootstrap, topic, n, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
-    decode = "--decode" in sys.argv[5:]
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("bootstrap", help="Kafka bootstrap servers, host:port[,host:port]")
+    parser.add_argument("topic", help="the events topic to read")
+    parser.add_argument("n", type=int, help="records to take before stopping")
+    parser.add_argument("out", type=Path, help="where to write the JSON result")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--decode", action="store_true", help="also decode each record with the contract")
+    mode.add_argument("--one-by-one", action="store_true", help="take records one at a time, not in batches")
+    args = parser.parse_args()
+    bootstrap, topic, n, out, decode = args.bootstrap, args.topic, args.n, args.out, args.decode
     defaults = AggregatorSettings()
     datadir = tempfile.mkdtemp(prefix="faust-floor-")
     app = faust.App(
@@ -75,7 +86,7 @@ def main() -> None:
             if state["seen"] >= n:
                 finish()
 
-    app.agent(source, name="floor")(one_by_one if "--one-by-one" in sys.argv[5:] else batches)
+    app.agent(source, name="floor")(one_by_one if args.one_by_one else batches)
 
     worker = faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False, override_logging=False)
     worker.execute_from_commandline()

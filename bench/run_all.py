@@ -3,6 +3,7 @@ the results table in bench/README.md."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -238,7 +239,22 @@ def write_readme() -> None:
 
 
 def main(argv: list[str]) -> int:
-    only = argv[1:] or BENCHES
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "benches", nargs="*", metavar="BENCH", help=f"some of {', '.join(BENCHES)} (default: all)"
+    )
+    parser.add_argument(
+        "--table-only", action="store_true", help="only rewrite the README table from bench/results/"
+    )
+    args = parser.parse_args(argv[1:])
+    unknown = sorted(set(args.benches) - set(BENCHES))
+    if unknown:
+        parser.error(f"unknown benchmarks: {', '.join(unknown)} (choose from {', '.join(BENCHES)})")
+    if args.table_only:
+        write_readme()
+        print(render())
+        return 0
+    only = args.benches or BENCHES
     failed = []
     for name in only:
         script = ROOT / "bench" / f"{name}.py"
