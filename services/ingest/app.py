@@ -119,7 +119,9 @@ def create_app(
     install_problem_handlers(app)
     request_metrics = RequestMetrics(registry, "ingest")
     request_metrics.install(app)
-    app.add_middleware(CloseUnreadBody)
+    # answers before the body was read close the connection after a lingering read of at most twice
+    # the body limit (bodies.linger): clients that write everything first still read the answer
+    app.add_middleware(CloseUnreadBody, linger_bytes=2 * settings.max_body_bytes)
     install_openapi(app)
 
     router, push_event = build_routes(svc, registry)
@@ -127,5 +129,5 @@ def create_app(
     # the hottest route is served ahead of the middleware stack and of FastAPI's per-request
     # parameter machinery (together about a fifth of its loop time, profiled); the FastAPI
     # route documents it in the OpenAPI
-    serve_first(app, "/v1/events", "POST", push_event, request_metrics)
+    serve_first(app, "/v1/events", "POST", push_event, request_metrics, 2 * settings.max_body_bytes)
     return app

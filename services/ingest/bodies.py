@@ -3,6 +3,8 @@ connection whose body was not read, JSON answers."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -76,36 +78,15 @@ def json_response(body: Any, status: int) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=JSON)
 
 
-class CloseUnreadBody:
-    """Answers sent before the request body was read whole (401, 413, 415, 429 ...) close the connection.
-
-    Otherwise the server, having answered, keeps reading and discarding the rest of the
-    upload to reuse the connection: a client could stream an endless chunked body (even
-    with no valid key) and hold the connection and bandwidth for as long as it likes.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        body = BodyTracker(scope, receive)
-
-        async def send_closing(message: Message) -> None:
-            if message["type"] == "http.response.start" and not body.read:
-                kept = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"]
-                message = {**message, "headers": [*kept, (b"connection", b"close")]}
-            await send(message)
-
-        await self.app(scope, body.receive, send_closing)
+# nginx's lingering close (lingering_time 30 s, lingering_timeout 5 s), scaled to one request
+LINGER_SECONDS = 5.0  # at most this long spent discarding after the answer
+LINGER_IDLE_SECONDS = 1.0  # and give up as soon as nothing arrives for this long
 
 
 class BodyTracker:
-    """Whether a request's body has been read whole: ``receive`` wrapped, ``read`` the answer."""
+    """Whether a request's body has been read whole, and how much of it arrived: ``receive`` wrapped."""
 
-    __slots__ = ("_receive", "read")
+    __slots__ = ("_receive", "read", "received")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         headers = dict(scope.get("headers") or ())
@@ -113,10 +94,77 @@ class BodyTracker:
         self.read = (
             b"transfer-encoding" not in headers and headers.get(b"content-length", b"0").strip() == b"0"
         )
+        self.received = 0
         self._receive = receive
 
     async def receive(self) -> Message:
         message = await self._receive()
         if message["type"] == "http.disconnect" or not message.get("more_body", False):
             self.read = True
+        else:
+            self.received += len(message.get("body", b""))
         return message
+
+
+async def linger(body: BodyTracker, budget: int) -> None:
+    """Read and discard what is left of a request body after the answer was sent.
+
+    A client that writes its whole body before reading (Python's urllib, many partner scripts)
+    would otherwise meet a closed socket while still writing: the kernel answers with a reset
+    and the client never reads the 413 waiting for it. Discarding costs no memory; it stops at
+    ``budget`` bytes of body in all, after :data:`LINGER_SECONDS`, or after
+    :data:`LINGER_IDLE_SECONDS` without data, so an endless upload still cannot hold the
+    connection.
+    """
+    deadline = time.monotonic() + LINGER_SECONDS
+    while not body.read and body.received < budget:
+        wait = min(deadline - time.monotonic(), LINGER_IDLE_SECONDS)
+        if wait <= 0:
+            return
+        try:
+            await asyncio.wait_for(body.receive(), wait)
+        except TimeoutError:
+            return
+
+
+def closing_send(send: Send, body: BodyTracker, linger_bytes: int) -> Send:
+    """``send`` for an answer that may come before the body was read whole: such an answer says
+    ``Connection: close``, and the connection closes only after :func:`linger`."""
+    lingering = False
+
+    async def send_closing(message: Message) -> None:
+        nonlocal lingering
+        if message["type"] == "http.response.start" and not body.read:
+            lingering = True
+            kept = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"]
+            message = {**message, "headers": [*kept, (b"connection", b"close")]}
+        elif message["type"] == "http.response.body" and lingering and not message.get("more_body", False):
+            # the whole answer goes out now; the server closes the connection when it completes
+            await send({**message, "more_body": True})
+            await linger(body, linger_bytes)
+            message = {"type": "http.response.body", "body": b"", "more_body": False}
+        await send(message)
+
+    return send_closing
+
+
+class CloseUnreadBody:
+    """Answers sent before the request body was read whole (401, 413, 415, 429 ...) close the connection.
+
+    Otherwise the server, having answered, keeps reading and discarding the rest of the
+    upload to reuse the connection: a client could stream an endless chunked body (even
+    with no valid key) and hold the connection and bandwidth for as long as it likes. Before
+    closing, up to ``linger_bytes`` of body in all are read and discarded (:func:`linger`), so
+    a client that writes everything first still reads the answer.
+    """
+
+    def __init__(self, app: ASGIApp, linger_bytes: int) -> None:
+        self.app = app
+        self.linger_bytes = linger_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body = BodyTracker(scope, receive)
+        await self.app(scope, body.receive, closing_send(send, body, self.linger_bytes))

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from handshake.http import LabelCache, Problem, RequestMetrics, problem_response, unexpected_problem
-from services.ingest.bodies import BodyTracker
+from services.ingest.bodies import BodyTracker, closing_send
 
 
 class FastPath:
@@ -24,8 +24,11 @@ class FastPath:
     Every other request goes down the stack unchanged.
     """
 
-    def __init__(self, app: ASGIApp, path: str, method: str, handler: Any, metrics: RequestMetrics) -> None:
+    def __init__(
+        self, app: ASGIApp, path: str, method: str, handler: Any, metrics: RequestMetrics, linger_bytes: int
+    ) -> None:
         self.app = app
+        self.linger_bytes = linger_bytes
         self.path = path
         self.method = method
         self.handler = handler
@@ -44,20 +47,22 @@ class FastPath:
             response = problem_response(exc, self.path)
         except Exception:
             response = unexpected_problem(self.path)
-        if not body.read:
-            response.headers["connection"] = "close"
+        # answered before the body was read whole: close, after a lingering read (bodies.linger)
+        answer = send if body.read else closing_send(send, body, self.linger_bytes)
         try:
-            await response(scope, receive, send)
+            await response(scope, receive, answer)
         finally:
             self.requests(self.method, self.path, str(response.status_code)).inc()
             self.latency.observe(time.perf_counter() - started)
 
 
-def serve_first(app: FastAPI, path: str, method: str, handler: Any, metrics: RequestMetrics) -> None:
+def serve_first(
+    app: FastAPI, path: str, method: str, handler: Any, metrics: RequestMetrics, linger_bytes: int
+) -> None:
     """Put a :class:`FastPath` for ``handler`` at the top of ``app``'s middleware stack."""
     build = app.build_middleware_stack
 
     def build_with_fast_path() -> ASGIApp:
-        return FastPath(build(), path, method, handler, metrics)
+        return FastPath(build(), path, method, handler, metrics, linger_bytes)
 
     app.build_middleware_stack = build_with_fast_path  # type: ignore[method-assign]

@@ -40,6 +40,11 @@ as a JSON pointer with a message. Malformed JSON, invalid UTF-8 or JSON nested d
 32 levels is `400`. Each partner has a rate (events per second, with a burst); a batch costs
 one token per record; over the rate the answer is `429` with `Retry-After` (a batch sent while
 the partner is already over its rate is refused before its body is read).
+
+A body over the limit (5 MiB by default) is refused with `413` as soon as that is known; an
+answer sent before the whole body was read carries `Connection: close`, and the connection
+closes after the rest of the body has been read and discarded (up to twice the limit, for a
+few seconds at most), so a client that writes its whole request before reading still gets it.
 """
 
 

@@ -1,9 +1,12 @@
 """OWASP API4 (unrestricted resource consumption) against ``handshake serve ingest`` as a process.
 
 Oversized bodies (declared by Content-Length, or chunked without one, or a single 100 MB
-string) are refused with 413 before being read whole: the client is cut off after a small
-fraction of what it tried to send, the connection is closed, and the server's resident
-memory (sampled from /proc/<pid>/status while the upload runs) grows by less than 20 MiB.
+string) are refused with 413 before being read whole: the answer goes out at once, the rest
+of the upload is read and discarded up to twice the body limit in all (a lingering close, so
+clients that write everything before reading, like urllib, still get the 413), then the
+connection is closed: the client is cut off after a small fraction of what it tried to send,
+and the server's resident memory (sampled from /proc/<pid>/status while the upload runs) grows
+by less than 20 MiB.
 Oversized batches and deeply nested JSON get clear 413/400 problem answers.
 """
 
@@ -251,6 +254,69 @@ def test_oversized_bodies_are_refused_before_being_read(served: tuple[Service, s
         assert resp.status_code == 202, resp.text
         assert resp.headers.get("connection") != "close"
     record("resource_limits.oversized_bodies", figures)
+
+
+def _write_all_then_read(port: int, head: list[str], body: bytes) -> bytes:
+    """A client that writes its whole request before reading anything, then reads to the end."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+def test_a_client_that_writes_the_whole_body_first_reads_the_413(served: tuple[Service, str, str]) -> None:
+    """Like nginx's lingering close: the answer goes out, the rest of the body is read and
+    discarded (bounded), then the connection closes, so urllib and the like see the 413, not a reset."""
+    import urllib.error
+    import urllib.request
+
+    service, _, key = served
+    assert service.proc is not None
+    pid = service.proc.pid
+    body = b"[" + b" " * (6 * MiB) + b"]"  # a 6 MiB batch: over the 5 MiB limit
+    figures: dict[str, Any] = {}
+    with RssSampler(pid) as sampler:
+        before = rss_kib(pid)
+        for path in ("/v1/events/batch", "/v1/events"):
+            request = urllib.request.Request(
+                f"{service.url}{path}",
+                data=body,
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+                method="POST",
+            )
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=30)
+            assert refused.value.code == 413, path
+            assert refused.value.headers["content-type"] == "application/problem+json"
+            problem = orjson.loads(refused.value.read())
+            assert problem["status"] == 413 and str(LIMIT_BYTES) in problem["detail"], problem
+            figures[f"urllib{path}"] = refused.value.code
+        for framing in ("content-length", "chunked"):
+            head = [
+                "POST /v1/events/batch HTTP/1.1",
+                f"Host: 127.0.0.1:{service.port}",
+                f"Authorization: Bearer {key}",
+                "Content-Type: application/json",
+            ]
+            if framing == "chunked":
+                wire = b"".join(_chunked(iter([body[i : i + MiB] for i in range(0, len(body), MiB)])))
+                head.append("Transfer-Encoding: chunked")
+            else:
+                wire = body
+                head.append(f"Content-Length: {len(body)}")
+            parsed = _parse_response(_write_all_then_read(service.port, head, wire))
+            assert parsed is not None, framing
+            status, headers, answer = parsed
+            assert status == 413 and headers["connection"] == "close", (framing, status, headers)
+            assert orjson.loads(answer)["status"] == 413
+            figures[f"raw_socket_{framing}"] = status
+        after = rss_kib(pid)
+    figures["peak_growth_KiB"] = sampler.peak - before
+    assert sampler.peak - before < MAX_GROWTH_KIB, figures
+    assert after - before < MAX_GROWTH_KIB, figures
+    record("resource_limits.write_first_clients", figures)
 
 
 def test_too_many_records_deep_nesting_and_wrong_keys_cheaply(served: tuple[Service, str, str]) -> None:
