@@ -323,3 +323,20 @@ def test_promql_metric_extraction() -> None:
         "and on () sum(rate(foo_total[$__rate_interval])) > 0 or up == 0"
     )
     assert promql_metrics(expr) == {"ingest_produce_seconds_bucket", "foo_total", "up"}
+
+
+def test_every_dashboard_file_ships_in_the_package() -> None:
+    """A non-editable install (the Docker image) carries only files matching package-data: every
+    static file of the dashboard, vendored licences included, must match a pattern."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["*"]
+    static = root / "services" / "api" / "static"
+    files = [p for p in static.rglob("*") if p.is_file()]
+    assert len(files) > 15
+    missing = [
+        str(p.relative_to(static)) for p in files if not any(fnmatch.fnmatch(p.name, g) for g in patterns)
+    ]
+    assert not missing, f"add a package-data pattern for {missing}"
