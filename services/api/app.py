@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from handshake.http import RequestMetrics, install_problem_handlers
+from schemas.records import PairStats
 from services.api.hub import StreamHub
 from services.api.index.service import EventIndex
 from services.api.live import Live, SnapshotSource
@@ -245,10 +246,11 @@ def create_app(
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            extra = EventChange.model_json_schema(ref_template="#/components/schemas/{model}")
-            for name, definition in extra.pop("$defs", {}).items():
-                components.setdefault(name, definition)
-            components.setdefault("EventChange", extra)
+            for model in (EventChange, PairStats):  # the streams' frames (itemSchema) refer to them
+                extra = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, definition in extra.pop("$defs", {}).items():
+                    components.setdefault(name, definition)
+                components.setdefault(model.__name__, extra)
             if tokens:
                 schema.setdefault("components", {})["securitySchemes"] = {
                     "bearer": {"type": "http", "scheme": "bearer"}

@@ -32,7 +32,7 @@ from services.api.models import (
     Trend,
 )
 from services.api.settings import ApiSettings
-from services.api.sse import EventStreamResponse
+from services.api.sse import EventStreamResponse, frame_schema
 from services.api.view import PairQuery, previous_window
 
 STATIC = Path(__file__).parent / "static"
@@ -299,6 +299,8 @@ async def country_detail(
     return CountryOut.of(detail)
 
 
+PAIR_FRAME = frame_schema("pair", "PairStats")
+
 STREAM_DOC = (
     "Server-Sent Events: `event: pair` with `id: <sequence>` and `data: <PairStats JSON>` for each applied "
     "update matching the filters; `event: hello` (id = current sequence) on a fresh connection; with "
@@ -316,7 +318,7 @@ STREAM_DOC = (
     summary="Live pair snapshots (Server-Sent Events)",
     description=STREAM_DOC,
     responses={
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}, "itemSchema": PAIR_FRAME}}},
         **problem_responses(400, 401, 503),
     },
 )

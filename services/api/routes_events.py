@@ -20,7 +20,7 @@ from services.api.index.reconcile import Report, as_json
 from services.api.index.service import EventIndex, IndexUnavailable
 from services.api.models_events import EventItem, EventPage, Reconciliation
 from services.api.routes import CountryParam, canonical, open_stream, pair_param
-from services.api.sse import EventStreamResponse
+from services.api.sse import EventStreamResponse, frame_schema
 
 events = APIRouter(tags=["events"])
 
@@ -207,31 +207,7 @@ async def get_event(
     return Response(doc, media_type="application/json")
 
 
-#: One Server-Sent Event of /v1/stream/events (OpenAPI 3.2 ``itemSchema``): ``event: event``
-#: carries an EventChange, ``hello`` and ``reset`` carry the current sequence number.
-EVENT_FRAME = {
-    "type": "object",
-    "required": ["event", "data"],
-    "properties": {
-        "event": {"enum": ["hello", "reset", "event"]},
-        "id": {"type": "string", "pattern": "^[0-9]+$"},
-        "retry": {"type": "integer"},
-        "data": {
-            "type": "string",
-            "contentMediaType": "application/json",
-            "contentSchema": {
-                "oneOf": [
-                    {"$ref": "#/components/schemas/EventChange"},
-                    {
-                        "type": "object",
-                        "required": ["sequence"],
-                        "properties": {"sequence": {"type": "integer"}, "reason": {"type": "string"}},
-                    },
-                ]
-            },
-        },
-    },
-}
+EVENT_FRAME = frame_schema("event", "EventChange")
 
 EVENT_STREAM_DOC = (
     "Server-Sent Events of accepted changes as they arrive: `event: event` with `id: <sequence>` and "

@@ -14,6 +14,35 @@ from starlette.types import Receive, Scope, Send
 
 from services.api.hub import HEARTBEAT, StreamHub, Subscription
 
+
+def frame_schema(event: str, item: str) -> dict[str, object]:
+    """One Server-Sent Event of a stream (OpenAPI 3.2 ``itemSchema``): ``event: <event>`` carries
+    the component ``item``; ``hello`` and ``reset`` carry the current sequence number (and a reason)."""
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"enum": ["hello", "reset", event]},
+            "id": {"type": "string", "pattern": "^[0-9]+$"},
+            "retry": {"type": "integer"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {
+                    "oneOf": [
+                        {"$ref": f"#/components/schemas/{item}"},
+                        {
+                            "type": "object",
+                            "required": ["sequence"],
+                            "properties": {"sequence": {"type": "integer"}, "reason": {"type": "string"}},
+                        },
+                    ]
+                },
+            },
+        },
+    }
+
+
 RETRY = b"retry: 2000\n\n"
 
 

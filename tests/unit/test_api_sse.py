@@ -122,3 +122,47 @@ async def test_client_that_stops_reading_is_dropped_and_others_get_everything() 
                 assert len(chunk) > 0
         finally:
             stuck.close()
+
+
+def _validator(openapi: dict[str, object], path: str) -> tuple[object, object]:
+    """Validators of a stream's documented frame (itemSchema) and of its JSON data (contentSchema)."""
+    import jsonschema
+    from referencing import Registry
+    from referencing.jsonschema import DRAFT202012
+
+    registry = Registry().with_resource("urn:openapi", DRAFT202012.create_resource(openapi))
+    frame = openapi["paths"][path]["get"]["responses"]["200"]["content"]["text/event-stream"]["itemSchema"]  # type: ignore[index]
+    rebase = orjson.loads(orjson.dumps(frame).replace(b'"#/components', b'"urn:openapi#/components'))
+    cls = jsonschema.Draft202012Validator
+    return cls(rebase, registry=registry), cls(
+        rebase["properties"]["data"]["contentSchema"], registry=registry
+    )
+
+
+async def test_every_frame_of_both_streams_matches_its_documented_item_schema() -> None:
+    from services.api.testing import RecordMaker
+    from tests.samples import EVENT
+
+    app = create_app(ApiSettings(sse_replay_size=1))
+    live, index = app.state.live, app.state.index
+    openapi = app.openapi()
+    with ServerThread(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            for path, publish, event in (
+                ("/v1/stream", lambda: live.submit([make_stats("CN", "US"), make_stats("DE", "FR")]), "pair"),
+                ("/v1/stream/events", lambda: index.apply([RecordMaker()(EVENT, "p1")]), "event"),
+            ):
+                frame_ok, data_ok = _validator(openapi, path)
+                seen = []
+                async with client.stream("GET", path) as r:
+                    reader = EventReader(r)
+                    seen.append(await reader.next())  # hello
+                    publish()
+                    seen += await reader.until(1, event=event)
+                async with client.stream("GET", path, headers={"Last-Event-ID": "0"}) as r:
+                    seen.append(await EventReader(r).next())  # reset: older than the replay buffer
+                assert [f.event for f in seen] == ["hello", event, "reset"], path
+                for f in seen:
+                    frame = {"event": f.event, "id": f.id, "data": f.data}
+                    frame_ok.validate(frame)  # type: ignore[attr-defined]
+                    data_ok.validate(orjson.loads(f.data))  # type: ignore[attr-defined]
