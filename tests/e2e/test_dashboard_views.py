@@ -140,6 +140,13 @@ def test_map_draws_the_top_ties_and_places_former_countries(
     assert places["DDDE"] == [13.4, 52.52]  # East Germany at Berlin
     shaded = {d["name"] for d in series(page, "map", "countries")}
     assert {"US", "SUHH", "CN", "FR"} <= shaded
+    # the shading's text alternative: a table of the countries, as /v1/countries ranks them
+    activity = httpx.get(platform["api"] + "/v1/countries").json()["items"]
+    first = page.locator("#map-table tbody tr").first.locator("th")
+    assert (
+        first.text_content()
+        == f"{activity[0]['country']['name'].split(',')[0]} ({activity[0]['country']['code']})"
+    )
     # keyboard focus on the map steps through the ties and shows the figures; Enter opens one
     page.focus("#map")
     page.keyboard.press("ArrowRight")

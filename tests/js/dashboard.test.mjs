@@ -64,3 +64,11 @@ test("a ring across the antimeridian continues past 180 instead of spanning the 
   const france = [[2, 46], [3, 47], [1, 48]];
   assert.equal(unwrapRing(france), france);
 });
+
+test("ties are coloured by kind, or by rise and fall when comparing periods", async () => {
+  const { tieColor } = await import("../../services/api/static/js/worldmap.js");
+  assert.equal(tieColor({ change: null }, "athletic"), "#60a5fa");
+  assert.equal(tieColor({ change: 3 }, "athletic"), "#4ade80");
+  assert.equal(tieColor({ change: -1 }, "athletic"), "#f87171");
+  assert.equal(tieColor({ change: 0 }, "athletic"), "#9fb3d1");
+});

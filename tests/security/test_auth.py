@@ -148,7 +148,7 @@ def api_paths(app: Any) -> list[tuple[str, str]]:
     out = []
     for template, route in flat_routes(app.routes):
         if isinstance(route, Mount):
-            out.append((template, template + "/app.js"))
+            out.append((template, template + "/js/main.js"))
             continue
         path = template
         for k, v in fill.items():

@@ -61,6 +61,9 @@ function syncForm() {
     $(tab.getAttribute("aria-controls")).hidden = !on;
   }
   $("range-label").textContent = rangeLabel(view);
+  $("map-legend").textContent = view.compare
+    ? "line colour: green rising, red falling, grey flat · width = events"
+    : "line colour = main kind · width = events";
 }
 
 /* ---------- loading ---------- */

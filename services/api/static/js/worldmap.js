@@ -1,6 +1,6 @@
 /* The world map: countries shaded by activity, the strongest ties drawn as lines between them. */
 
-import { KIND_COLORS, dominantKind, fmt, kindsText, signed } from "./util.js";
+import { $, KIND_COLORS, dominantKind, el, fmt, kindsText, signed } from "./util.js";
 
 const ANTARCTICA = "010";
 
@@ -17,6 +17,12 @@ function unwrapGeometry(geometry) {
   if (geometry.type === "Polygon") return { ...geometry, coordinates: geometry.coordinates.map(unwrapRing) };
   if (geometry.type === "MultiPolygon") return { ...geometry, coordinates: geometry.coordinates.map((p) => p.map(unwrapRing)) };
   return geometry;
+}
+
+/* a tie's colour: its main kind; when comparing periods, rising green and falling red */
+export function tieColor(tie, kind) {
+  if (tie.change === null || tie.change === undefined) return KIND_COLORS[kind] || "#9fb3d1";
+  return tie.change > 0 ? "#4ade80" : tie.change < 0 ? "#f87171" : "#9fb3d1";
 }
 
 export async function loadWorld() {
@@ -111,7 +117,7 @@ export class WorldMap {
       return {
         pair: t.pair,
         coords: [this.at(a.code), this.at(b.code)],
-        lineStyle: { width: t.width, color: KIND_COLORS[kind] || "#9fb3d1" },
+        lineStyle: { width: t.width, color: tieColor(t, kind) },
         tooltip: { formatter: `<b>${a.name} – ${b.name}</b> (${t.pair})<br>${fmt.format(t.value)} events · ${fmt.format(t.participants)} participants${change}<br>${kindsText(t.by_kind)}<br>last ${t.last_date || "–"}<br><i>click for its events</i>` },
       };
     });
@@ -129,9 +135,12 @@ export class WorldMap {
     }
     this.chart.setOption({ visualMap: { show: this.box.clientWidth > 560 }, series });
     this.focus = -1;
+    $("map-table").tBodies[0].replaceChildren(...activity.slice(0, 100).map((a) => el("tr", {},
+      el("th", { scope: "row", text: `${this.nameOf(a.country.code)} (${a.country.code})` }),
+      el("td", { text: fmt.format(a.value) }), el("td", { text: fmt.format(a.pairs) }))));
     const strongest = this.ties.slice(0, 3).map((t) => `${t.countries[0].name}–${t.countries[1].name} ${fmt.format(t.value)}`).join("; ");
     this.box.setAttribute("aria-label", this.ties.length
-      ? `World map of ${activity.length} countries shaded by activity, with lines for the ${this.ties.length} strongest ties; strongest: ${strongest}. Arrow keys step through the ties, Enter opens one. The ranked table lists the same ties.`
+      ? `World map of ${activity.length} countries shaded by activity, with lines for the ${this.ties.length} strongest ties; strongest: ${strongest}. Arrow keys step through the ties, Enter opens one. The ranked table lists the same ties; a table of the countries follows the map.`
       : "World map: no ties in this view yet");
   }
 
