@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 import orjson
 from pydantic import (
@@ -102,18 +101,23 @@ UtcDatetime = Annotated[
 ]
 
 
+# what a URL may not contain: controls, DEL and every character str.isspace() calls a space
+_NOT_IN_URL = "\\x00-\\x20\\x7f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+#: An absolute http(s) URL: the rule ingest enforces, also the JSON Schema ``pattern`` (the same
+#: text works in Python's ``re`` and in ECMA-262 regular expressions).
+URL_PATTERN = f"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#{_NOT_IN_URL}]+[^{_NOT_IN_URL}]*$"
+_URL = re.compile(URL_PATTERN)
+_HTTP = re.compile(r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]")
+
+
 def _validate_url(value: object) -> object:
     if not isinstance(value, str):
         return value  # the str validator reports the type error
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        raise PydanticCustomError("url_invalid", "not a valid URL") from None
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+    if _URL.fullmatch(value):
+        return value
+    if not _HTTP.match(value):
         raise PydanticCustomError("url_scheme", "only absolute http:// or https:// URLs are accepted")
-    if any(ch.isspace() or ord(ch) < 32 for ch in value):
-        raise PydanticCustomError("url_invalid", "URLs cannot contain whitespace or control characters")
-    return value
+    raise PydanticCustomError("url_invalid", "URLs cannot contain whitespace or control characters")
 
 
 StrictCount = Annotated[int, Field(strict=True, ge=0, le=MAX_PARTICIPANTS)]
@@ -186,8 +190,16 @@ class ExchangeEvent(BaseModel):
     organizer: (
         Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None
     ) = None
-    url: Annotated[str, StringConstraints(max_length=2000), BeforeValidator(_validate_url)] | None = Field(
-        default=None, description="http(s) only"
+    url: (
+        Annotated[
+            str,
+            StringConstraints(max_length=2000),
+            BeforeValidator(_validate_url),
+            WithJsonSchema({"type": "string", "maxLength": 2000, "pattern": URL_PATTERN}),
+        ]
+        | None
+    ) = Field(
+        default=None, description="an absolute http:// or https:// URL, without spaces or control characters"
     )
     description: Annotated[str, StringConstraints(max_length=5000)] | None = None
     tags: list[Tag] = Field(default_factory=list, max_length=20)

@@ -63,20 +63,26 @@ SINGLE_BODY = {
 
 
 def batch_body(max_records: int) -> dict[str, Any]:
+    """The batch body as it is accepted: any JSON values as records, each judged on its own (an
+    invalid record gets its errors in its result, it never fails the batch)."""
     return {
         "requestBody": {
             "required": True,
-            "description": f"a JSON array, or NDJSON (one event per line); at most {max_records} records",
+            "description": (
+                f"a JSON array, or NDJSON (one record per line), of 1 to {max_records} records. Each "
+                "record is validated as an ExchangeEvent on its own: an invalid one (of any JSON value) "
+                "is reported in its result with status `rejected` and its errors, and never blocks the others"
+            ),
             "content": {
                 JSON: {
                     "schema": {
                         "type": "array",
                         "minItems": 1,
                         "maxItems": max_records,
-                        "items": {"$ref": "#/components/schemas/ExchangeEvent"},
+                        "items": {"description": "a record: valid when it is an ExchangeEvent"},
                     }
                 },
-                NDJSON: {"schema": {"type": "string", "description": "one ExchangeEvent JSON per line"}},
+                NDJSON: {"schema": {"type": "string", "description": "one record (JSON) per line"}},
             },
         }
     }

@@ -1,3 +1,7 @@
+import json
+import re
+import shutil
+import subprocess
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -6,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.events import (
+    URL_PATTERN,
     AcceptedEvent,
     EventValidationError,
     ExchangeEvent,
@@ -305,3 +310,37 @@ def test_revision_is_bounded_so_every_record_encodes() -> None:
             assert [e.pointer for e in exc.errors] == ["/revision"]
         else:
             raise AssertionError(f"revision {too_big} was accepted")
+
+
+def _refused_by_python() -> set[int]:
+    rule = re.compile(URL_PATTERN)
+    return {
+        c for c in range(0x10000) if not 0xD800 <= c <= 0xDFFF and not rule.fullmatch(f"http://a/{chr(c)}")
+    }
+
+
+def test_the_url_pattern_is_the_rule_ingest_enforces() -> None:
+    """The JSON Schema pattern refuses exactly what the validator refuses: controls, DEL, spaces."""
+    refused = _refused_by_python()
+    assert refused == {c for c in range(0x10000) if c < 32 or c == 0x7F or chr(c).isspace()}
+    for c in (0x00, 0x20, 0x85, 0x3000):
+        assert pointers(valid(url=f"http://a/{chr(c)}")) == ["/url"]
+    for c in (ord("é"), 0xFEFF, ord("~")):
+        parse_event(valid(url=f"http://a/{chr(c)}"))
+    schema = ExchangeEvent.model_json_schema()["properties"]["url"]["anyOf"][0]
+    assert schema["pattern"] == URL_PATTERN and schema["maxLength"] == 2000
+
+
+def test_the_url_pattern_means_the_same_in_ecma_262() -> None:
+    """Clients validate with JavaScript's regular expressions: the same characters are refused."""
+    node = shutil.which("node")
+    assert node, "Node.js is needed (`make setup` installs it)"
+    script = (
+        "const r = new RegExp(process.argv[1]); const out = [];"
+        "for (let c = 0; c < 0x10000; c++) { if (c >= 0xd800 && c <= 0xdfff) continue;"
+        " if (!r.test('http://a/' + String.fromCharCode(c))) out.push(c); }"
+        "console.log(JSON.stringify(out));"
+    )
+    result = subprocess.run([node, "-e", script, URL_PATTERN], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(result.stdout)) == _refused_by_python()
