@@ -37,6 +37,7 @@ from services.api.view import PairQuery, previous_window
 
 STATIC = Path(__file__).parent / "static"
 MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
+PAIR = r"^[A-Za-z]{2,4}[-_/][A-Za-z]{2,4}$"  # two codes in any order and form: CN-US, usa-chn, SUHH/US
 
 
 def _accepted_codes() -> list[str]:
@@ -327,7 +328,9 @@ async def stream(
     country: Annotated[
         CountryParam | None, Query(max_length=8, description="only pairs with this country")
     ] = None,
-    pair: Annotated[str | None, Query(max_length=12, description="one pair, e.g. CN-US or usa-chn")] = None,
+    pair: Annotated[
+        str | None, Query(max_length=9, pattern=PAIR, description="one pair, e.g. CN-US or usa-chn")
+    ] = None,
     kind: Annotated[Kind | None, Query(description="only pairs with (or that just lost) this kind")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,
     access_token: Annotated[str | None, Query(description="bearer token (this route only)")] = None,

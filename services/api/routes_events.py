@@ -19,13 +19,12 @@ from services.api.index.export import csv_header, csv_rows, ndjson_rows
 from services.api.index.reconcile import Report, as_json
 from services.api.index.service import EventIndex, IndexUnavailable
 from services.api.models_events import EventItem, EventPage, Reconciliation
-from services.api.routes import CountryParam, canonical, open_stream, pair_param
+from services.api.routes import PAIR, CountryParam, canonical, open_stream, pair_param
 from services.api.sse import EventStreamResponse, frame_schema
 
 events = APIRouter(tags=["events"])
 
 PERIOD = r"^[0-9]{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?)?$"
-PAIR = r"^[A-Za-z]{2,4}[-_/][A-Za-z]{2,4}$"
 CURSOR = r"^[A-Za-z0-9_-]{1,200}$"
 CSV = "text/csv"
 NDJSON = "application/x-ndjson"

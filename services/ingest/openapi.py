@@ -82,7 +82,14 @@ def batch_body(max_records: int) -> dict[str, Any]:
                         "items": {"description": "a record: valid when it is an ExchangeEvent"},
                     }
                 },
-                NDJSON: {"schema": {"type": "string", "description": "one record (JSON) per line"}},
+                NDJSON: {
+                    "schema": {
+                        "type": "string",
+                        # at least one line that is not blank (bytes.strip()'s ASCII whitespace)
+                        "pattern": "[^\\t\\n\\x0b\\x0c\\r ]",
+                        "description": f"one record (JSON) per line, blank lines skipped; 1 to {max_records} records",
+                    }
+                },
             },
         }
     }
