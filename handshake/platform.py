@@ -179,6 +179,13 @@ class Platform:
         self.say(f"    Kafka ready in {seconds:.1f}s")
         settings = KafkaSettings(kafka_bootstrap=self.cfg.bootstrap)
         ensure_or_fail(self.cfg.bootstrap, settings.topic_specs())
+        history_key = ""
+        if self.cfg.demo:
+            # the partners exist before ingest starts, so its readiness (partners topic read to
+            # the end) covers them: created after, the first push could beat ingest's follower
+            # to the new record and be refused (401), which stopped `handshake up` once
+            history_key = self._partner("history-partner.json", "Citizen Diplomacy History", 500.0)
+            self.demo_key = self._demo_partner()
         exe = handshake_exe()
         services = [
             self._child(
@@ -205,9 +212,8 @@ class Platform:
             self.children.append(child)
             self._write_pids()
             self._wait_ready(child)
-        if self.cfg.demo:
-            self._load_history()
-            self.demo_key = self._demo_partner()
+        if self.demo_key:
+            self._load_history(history_key)
             feed = self._child(
                 "demo-feed",
                 [
@@ -242,14 +248,13 @@ class Platform:
     def _demo_partner(self) -> str:
         return self._partner("demo-partner.json", "Demo Exchange Partner", 200.0)
 
-    def _load_history(self) -> None:
+    def _load_history(self, key: str) -> None:
         """The curated real exchanges (``handshake/data/history.ndjson``), under their own partner.
 
         Fixed event ids and revisions: a second start answers ``duplicate`` for each, nothing changes.
         """
         from handshake.push import push_file
 
-        key = self._partner("history-partner.json", "Citizen Diplomacy History", 500.0)
         summary = push_file(HISTORY, f"http://127.0.0.1:{self.cfg.ingest_port}", key)
         self.say(
             f"==> history: {summary.accepted} documented exchanges loaded, {summary.duplicate} already there"

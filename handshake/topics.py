@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, NodeNotReadyError, TopicAlreadyExistsError, UnknownBrokerIdError
 
 from handshake.errors import HandshakeError
 from schemas.topics import TopicSpec
@@ -59,8 +59,7 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], replication_factor
                 )
                 for s in missing
             ]
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(new, timeout_ms=30000, raise_errors=False)
+            admin = _create_topics(bootstrap, admin, new)
             report.created = [s.name for s in missing]
             _wait_visible(admin, [s.name for s in missing])
         present = [s for s in specs if s.name in existing]
@@ -84,6 +83,28 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], replication_factor
     finally:
         admin.close()
     return report
+
+
+def _create_topics(bootstrap: str, admin: KafkaAdminClient, new: list[NewTopic]) -> KafkaAdminClient:
+    """Create ``new``; returns the admin client to go on with (a fresh one after a retry).
+
+    On a cluster that has just started, the controller a broker names may not be in the metadata
+    yet: kafka-python raises UnknownBrokerIdError (or NodeNotReadyError) before sending anything.
+    That passes within seconds (seen once in the 3-broker e2e test), so retry for up to 30 s with
+    a new client, which reads fresh metadata.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(new, timeout_ms=30000, raise_errors=False)
+            return admin
+        except (UnknownBrokerIdError, NodeNotReadyError):
+            if time.monotonic() > deadline:
+                raise
+            admin.close()
+            time.sleep(0.5)
+            admin = admin_client(bootstrap)
 
 
 def _topic_configs(admin: KafkaAdminClient, resources: list[ConfigResource]) -> dict[str, dict[str, str]]:

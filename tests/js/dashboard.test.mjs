@@ -72,3 +72,13 @@ test("ties are coloured by kind, or by rise and fall when comparing periods", as
   assert.equal(tieColor({ change: -1 }, "athletic"), "#f87171");
   assert.equal(tieColor({ change: 0 }, "athletic"), "#9fb3d1");
 });
+
+test("window sums and the previous window agree with the api's compare=previous", async () => {
+  const { sumMonths, previousWindow } = await import("../../services/api/static/js/timeline.js");
+  const byMonth = { "1969-12": 1, "1970-01": 2, "1970-12": 3, "1971-01": 4 };
+  assert.equal(sumMonths(byMonth, "1970-01", "1970-12"), 5);
+  assert.equal(sumMonths(byMonth, "1970-06", ""), 7);
+  assert.equal(sumMonths(byMonth, "", ""), 10);
+  assert.deepEqual(previousWindow("1970-01", "1970-12"), ["1969-01", "1969-12"]);
+  assert.deepEqual(previousWindow("1971-03", "1971-03"), ["1971-02", "1971-02"]);
+});

@@ -6,7 +6,7 @@ import { TieGraph } from "./graph.js";
 import { Ranking } from "./ranking.js";
 import { formatView, parseView, rangeLabel, rangeParams } from "./state.js";
 import { Ticker } from "./ticker.js";
-import { Timeline } from "./timeline.js";
+import { previousWindow, sumMonths, Timeline } from "./timeline.js";
 import { $, coalesce, downloadCsv, downloadPng, fmt, shortName, signed } from "./util.js";
 import { loadWorld, WorldMap } from "./worldmap.js";
 
@@ -61,6 +61,8 @@ function syncForm() {
     $(tab.getAttribute("aria-controls")).hidden = !on;
   }
   $("range-label").textContent = rangeLabel(view);
+  const active = [view.from || view.to ? rangeLabel(view) : "", view.country, view.kind].filter(Boolean);
+  $("filters-toggle").textContent = `Filters and time range${active.length ? `: ${active.join(", ")}` : ""}`;
   $("map-legend").textContent = view.compare
     ? "line colour: green rising, red falling, grey flat · width = events"
     : "line colour = main kind · width = events";
@@ -91,18 +93,20 @@ async function refresh() {
 
 async function load() {
   const range = rangeParams(view);
-  const [summary, page, activity] = await Promise.all([
+  const [summary, page, activity, country] = await Promise.all([
     api(`/v1/summary?${query(range)}`),
     api(`/v1/pairs?${query({ country: view.country, kind: view.kind, ...range, sort: view.sort, limit: LIMIT })}`),
     api(`/v1/countries?${query({ kind: view.kind, from: view.from, to: view.to })}`),
+    // with a country filter the totals and the time chart are that country's
+    view.country ? api(`/v1/countries/${encodeURIComponent(view.country)}`).catch(() => null) : null,
   ]);
   for (const item of page.items) remember(item.countries);
   for (const a of activity.items) remember([a.country]);
   canonicalCountry(page.items);
   Object.assign(last, { summary, page, activity });
   document.body.dataset.loads = String(Number(document.body.dataset.loads || 0) + 1);
-  totals(summary, page, activity);
-  timeline.set(summary.by_month, { from: view.from, to: view.to });
+  totals(summary, page, activity, country);
+  timeline.set(country ? country.totals.by_month : summary.by_month, { from: view.from, to: view.to }, country ? nameOf(country.country.code) : "");
   ranking.set(page, view, view.compare);
   await nextFrame(); // the map's redraw is the longest piece: a frame of its own
   drawTies();
@@ -123,17 +127,24 @@ function drawTies() {
   if (graph) graph.set(last.page.items);
 }
 
-function totals(summary, page, activity) {
+function totals(summary, page, activity, country) {
   const ranged = Boolean(view.from || view.to);
-  const events = summary.trend ? summary.trend.events : ranged ? page.items.reduce((n, i) => n + i.value, 0) : summary.active_events;
+  const byMonth = country ? country.totals.by_month : summary.by_month;
+  const events = ranged ? sumMonths(byMonth, view.from, view.to) : (country ? country.totals : summary).active_events;
+  const whose = country ? ` with ${nameOf(country.country.code)}` : "";
   $("total-pairs").textContent = fmt.format(page.total);
   $("total-events").textContent = fmt.format(events);
-  $("events-label").textContent = ranged ? `Pair-events, ${rangeLabel(view)}` : "Active pair-events";
-  $("total-change").textContent = summary.trend && summary.trend.change !== null && summary.trend.change !== undefined
-    ? `${signed(summary.trend.change)} vs ${summary.trend.previous_from}…${summary.trend.previous_to}` : "";
-  $("total-participants").textContent = fmt.format(summary.participants);
+  $("events-label").textContent = ranged ? `Pair-events${whose}, ${rangeLabel(view)}` : `Active pair-events${whose}`;
+  let change = "";
+  if (view.compare && view.from && view.to) {
+    const [before, after] = previousWindow(view.from, view.to);
+    change = `${signed(events - sumMonths(byMonth, before, after))} vs ${before}…${after}`;
+  }
+  $("total-change").textContent = change;
+  $("total-participants").textContent = fmt.format((country ? country.totals : summary).participants);
   $("participants-label").textContent = ranged ? "Participants, all time" : "Participants";
-  $("total-countries").textContent = fmt.format(activity.total);
+  $("total-countries").textContent = fmt.format(country ? country.partners.length : activity.total);
+  $("countries-label").textContent = country ? "Partner countries" : "Countries";
   if (summary.updated_at) $("last-update").textContent = "updated " + new Date(summary.updated_at).toLocaleTimeString();
 }
 
@@ -235,6 +246,10 @@ function applyFilters(event) {
 }
 
 function setupControls() {
+  $("filters-toggle").addEventListener("click", () => {
+    const open = document.body.classList.toggle("filters-open");
+    $("filters-toggle").setAttribute("aria-expanded", String(open));
+  });
   $("filters").addEventListener("submit", applyFilters);
   for (const id of ["f-kind", "f-from", "f-to", "f-compare", "f-sort"]) $(id).addEventListener("change", applyFilters);
   $("f-country").addEventListener("change", applyFilters);

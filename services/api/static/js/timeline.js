@@ -9,6 +9,19 @@ export function monthOf(index) { return `${String(Math.floor(index / 12)).padSta
 function startOf(month) { return Date.UTC(Number(month.slice(0, 4)), Number(month.slice(5, 7)) - 1, 1); }
 function monthAt(ms) { const d = new Date(ms); return `${String(d.getUTCFullYear()).padStart(4, "0")}-${String(d.getUTCMonth() + 1).padStart(2, "0")}`; }
 
+/* events of the months in [from, to] (either end open) */
+export function sumMonths(byMonth, from, to) {
+  let n = 0;
+  for (const [m, v] of Object.entries(byMonth)) if ((!from || m >= from) && (!to || m <= to)) n += v;
+  return n;
+}
+
+/* the window of the same number of months just before [from, to] (the api's compare=previous) */
+export function previousWindow(from, to) {
+  const length = monthIndex(to) - monthIndex(from) + 1;
+  return [monthOf(monthIndex(from) - length), monthOf(monthIndex(from) - 1)];
+}
+
 /* {YYYY-MM: n} -> {unit: "month"|"year", rows: [[label, n]]}, rolled up to years over long spans */
 export function periods(byMonth) {
   const months = Object.keys(byMonth).sort();
@@ -59,8 +72,9 @@ export class Timeline {
     this.onRange(from, to);
   }
 
-  set(byMonth, range) {
+  set(byMonth, range, whose = "") {
     const { unit, rows } = periods(byMonth);
+    this.whose = whose;
     this.unit = unit;
     this.rows = rows;
     this.range = range;
@@ -89,7 +103,7 @@ export class Timeline {
   }
 
   describe() {
-    const title = this.unit === "year" ? "Pair-events by year" : "Pair-events by month";
+    const title = `${this.unit === "year" ? "Pair-events by year" : "Pair-events by month"}${this.whose ? `: ${this.whose}` : ""}`;
     $("time-title").textContent = title;
     const body = $("time-table").tBodies[0];
     $("time-table").querySelector("th").textContent = this.unit === "year" ? "Year" : "Month";
