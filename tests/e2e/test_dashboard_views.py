@@ -383,3 +383,30 @@ def test_screens(
     shot = output_dir / f"dashboard-{width}x{height}.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+def test_kind_and_country_filters_change_the_totals_and_the_time_chart(
+    platform: dict[str, Any], browser_page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    api = platform["api"]
+    page = browser_page()
+    ready(page, api + "/?kind=athletic")
+    summary = httpx.get(api + "/v1/summary").json()
+    expect(page.locator("#events-label")).to_have_text("Active athletic pair-events")
+    expect(page.locator("#total-events")).to_have_text(f"{summary['by_kind']['athletic']:,}")
+    athletic = httpx.get(api + "/v1/pairs", params={"kind": "athletic", "limit": 50}).json()
+    assert ranked(page) == [p["pair"] for p in athletic["items"]]
+    # a country: its totals and its own time series
+    page.select_option("#f-kind", "")
+    page.fill("#f-country", "suhh")
+    page.press("#f-country", "Enter")
+    expect(page).to_have_url(f"{api}/?country=SUHH")
+    soviet = httpx.get(api + "/v1/countries/SUHH").json()
+    expect(page.locator("#events-label")).to_have_text("Active pair-events with USSR")
+    expect(page.locator("#total-events")).to_have_text(f"{soviet['totals']['active_events']:,}")
+    expect(page.locator("#total-countries")).to_have_text(str(len(soviet["partners"])))
+    expect(page.locator("#time-title")).to_have_text("Pair-events by year: USSR")
+    years = page.evaluate("() => [...document.querySelectorAll('#time-table tbody th')].map(t => t.textContent)")
+    assert years == sorted({m[:4] for m in soviet["totals"]["by_month"]})

@@ -130,11 +130,16 @@ function drawTies() {
 function totals(summary, page, activity, country) {
   const ranged = Boolean(view.from || view.to);
   const byMonth = country ? country.totals.by_month : summary.by_month;
-  const events = ranged ? sumMonths(byMonth, view.from, view.to) : (country ? country.totals : summary).active_events;
+  const base = country ? country.totals : summary;
+  // by kind: the aggregates count kinds over all time, not per month
+  const ofKind = view.kind && !ranged;
+  const events = ranged ? sumMonths(byMonth, view.from, view.to) : ofKind ? base.by_kind[view.kind] || 0 : base.active_events;
   const whose = country ? ` with ${nameOf(country.country.code)}` : "";
   $("total-pairs").textContent = fmt.format(page.total);
   $("total-events").textContent = fmt.format(events);
-  $("events-label").textContent = ranged ? `Pair-events${whose}, ${rangeLabel(view)}` : `Active pair-events${whose}`;
+  $("events-label").textContent = ranged
+    ? `Pair-events${whose}, ${rangeLabel(view)}${view.kind ? " (all kinds)" : ""}`
+    : `Active ${ofKind ? view.kind + " " : ""}pair-events${whose}`;
   let change = "";
   if (view.compare && view.from && view.to) {
     const [before, after] = previousWindow(view.from, view.to);
