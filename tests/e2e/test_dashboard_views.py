@@ -408,5 +408,7 @@ def test_kind_and_country_filters_change_the_totals_and_the_time_chart(
     expect(page.locator("#total-events")).to_have_text(f"{soviet['totals']['active_events']:,}")
     expect(page.locator("#total-countries")).to_have_text(str(len(soviet["partners"])))
     expect(page.locator("#time-title")).to_have_text("Pair-events by year: USSR")
-    years = page.evaluate("() => [...document.querySelectorAll('#time-table tbody th')].map(t => t.textContent)")
+    years = page.evaluate(
+        "() => [...document.querySelectorAll('#time-table tbody th')].map(t => t.textContent)"
+    )
     assert years == sorted({m[:4] for m in soviet["totals"]["by_month"]})
