@@ -20,8 +20,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -72,8 +74,6 @@ def generate(count: int) -> list[PairStats]:
 
 
 def serve(port: int, pairs: int) -> None:
-    import uvicorn
-
     from services.api.app import create_app
     from services.api.settings import ApiSettings
 
@@ -86,34 +86,46 @@ def serve(port: int, pairs: int) -> None:
     live.ready = False
     live.mark_ready()  # as after a Kafka bootstrap: gc.freeze() of the loaded view
 
+    async def handle(line: list[str]) -> None:
+        if line[0] == "publish":
+            n, interval = int(line[1]), float(line[2])
+            rng = random.Random(1)
+            pool = list(live.view)[:5000]
+            for i in range(n):
+                base = rng.choice(pool)
+                a, b = base.countries
+                live.apply(
+                    make_stats(
+                        a,
+                        b,
+                        version=base.version + 1000 + i,
+                        events=base.active_events + 1,
+                        by_kind=base.by_kind,
+                        by_month=base.by_month,
+                        updated_at=datetime.now(UTC),
+                    )
+                )
+                await asyncio.sleep(interval)
+            print("DONE", flush=True)
+
+    serve_commands(app, port, handle, backlog=4096)
+
+
+def serve_commands(
+    app: Any, port: int, handle: Callable[[list[str]], Awaitable[None]], **config: Any
+) -> None:
+    """Serve ``app`` (uvicorn, one worker) on ``port``: print READY once it listens, hand each line
+    of stdin (split into words) to ``handle``, and stop when stdin closes."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", **config))
+
     async def commands() -> None:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         while line := (await reader.readline()).decode().split():
-            if line[0] == "publish":
-                n, interval = int(line[1]), float(line[2])
-                rng = random.Random(1)
-                pool = list(live.view)[:5000]
-                for i in range(n):
-                    base = rng.choice(pool)
-                    a, b = base.countries
-                    live.apply(
-                        make_stats(
-                            a,
-                            b,
-                            version=base.version + 1000 + i,
-                            events=base.active_events + 1,
-                            by_kind=base.by_kind,
-                            by_month=base.by_month,
-                            updated_at=datetime.now(UTC),
-                        )
-                    )
-                    await asyncio.sleep(interval)
-                print("DONE", flush=True)
-
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", backlog=4096)
-    server = uvicorn.Server(config)
+            await handle(line)
 
     async def main() -> None:
         task = asyncio.create_task(server.serve())

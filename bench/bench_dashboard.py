@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_api import generate, percentile  # noqa: E402
+from bench_api import generate, percentile, serve_commands  # noqa: E402
 
 from services.api.testing import RecordMaker, free_port, make_stats  # noqa: E402
 from tests.e2e.browser import chromium_page  # noqa: E402
@@ -56,8 +56,6 @@ def event(i: int, a: str, b: str) -> dict[str, Any]:
 
 
 def serve(port: int, pairs: int) -> None:
-    import uvicorn
-
     from services.api.app import create_app
     from services.api.settings import ApiSettings
 
@@ -96,27 +94,11 @@ def serve(port: int, pairs: int) -> None:
             i += 1
         print(f"DONE {i} {time.perf_counter() - began:.3f}", flush=True)
 
-    async def commands() -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        while line := (await reader.readline()).decode().split():
-            if line[0] == "publish":
-                await publish(float(line[1]), float(line[2]))
+    async def handle(line: list[str]) -> None:
+        if line[0] == "publish":
+            await publish(float(line[1]), float(line[2]))
 
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error")
-    server = uvicorn.Server(config)
-
-    async def main() -> None:
-        task = asyncio.create_task(server.serve())
-        while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-            await asyncio.sleep(0.05)
-        print("READY", flush=True)
-        await commands()
-        server.should_exit = True
-        await task
-
-    asyncio.run(main())
+    serve_commands(app, port, handle)
 
 
 # --- the browser --------------------------------------------------------------------------

@@ -105,9 +105,10 @@ UtcDatetime = Annotated[
 _NOT_IN_URL = "\\x00-\\x20\\x7f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
 #: An absolute http(s) URL: the rule ingest enforces, also the JSON Schema ``pattern`` (the same
 #: text works in Python's ``re`` and in ECMA-262 regular expressions).
-URL_PATTERN = f"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#{_NOT_IN_URL}]+[^{_NOT_IN_URL}]*$"
+_SCHEME = "^[Hh][Tt][Tt][Pp][Ss]?://"
+URL_PATTERN = f"{_SCHEME}[^/?#{_NOT_IN_URL}]+[^{_NOT_IN_URL}]*$"
 _URL = re.compile(URL_PATTERN)
-_HTTP = re.compile(r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]")
+_HTTP = re.compile(f"{_SCHEME}[^/?#]")  # which of the two errors to name
 
 
 def _validate_url(value: object) -> object:

@@ -38,7 +38,6 @@ export class Detail {
     this.subject = "";
     this.params = {};
     this.list = null;
-    this.keys = new Set();
     this.token = 0;
   }
 
@@ -183,7 +182,6 @@ export class Detail {
   /* ---------- event lists (pair and search), paged with the cursor ---------- */
 
   async loadEvents(body, token) {
-    this.keys = new Set();
     this.list = el("ol", { class: "events", "aria-labelledby": "events-heading" });
     const more = el("button", { type: "button", class: "more", text: "More events" });
     body.append(this.list, more);
@@ -209,7 +207,6 @@ export class Detail {
   }
 
   append(item) {
-    this.keys.add(item.key);
     this.list.append(eventItem(item, this.nameOf, { onPair: this.mode === "search" ? this.onPair : null }));
   }
 
@@ -229,7 +226,7 @@ export class Detail {
     const node = eventItem(change.item, this.nameOf, { change: change.change });
     node.classList.add("flash");
     if (old) old.replaceWith(node);
-    else { this.list.querySelector("li.muted")?.remove(); this.list.prepend(node); this.keys.add(change.item.key); }
+    else { this.list.querySelector("li.muted")?.remove(); this.list.prepend(node); }
     return true;
   }
 

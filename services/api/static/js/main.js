@@ -14,7 +14,7 @@ const LIMIT = 50;
 let view = parseView(location.search);
 const names = new Map();
 const nameOf = (code) => names.get(code) || code;
-const last = { page: { items: [], total: 0 }, activity: { items: [], total: 0 }, summary: null };
+const last = { page: { items: [], total: 0 }, activity: { items: [], total: 0 } }; // what the map and graph draw
 let map = null;
 let graph = null;
 let streams = [];
@@ -103,7 +103,7 @@ async function load() {
   for (const item of page.items) remember(item.countries);
   for (const a of activity.items) remember([a.country]);
   canonicalCountry(page.items);
-  Object.assign(last, { summary, page, activity });
+  Object.assign(last, { page, activity });
   document.body.dataset.loads = String(Number(document.body.dataset.loads || 0) + 1);
   totals(summary, page, activity, country);
   timeline.set(country ? country.totals.by_month : summary.by_month, { from: view.from, to: view.to }, country ? nameOf(country.country.code) : "");
