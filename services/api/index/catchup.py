@@ -10,8 +10,12 @@ transaction). An event's records all live in one partition, so no two workers ev
 same event, and each partition's offsets are written only by its worker. The source then goes
 on from the stored offsets as usual; a worker that fails only leaves more for it to read.
 
+When the index is empty (a rebuild), the workers stage their rows in files of their own and
+the source merges them in one transaction afterwards (:mod:`services.api.index.bulk`): the same
+rule, far fewer writes.
+
 Workers exit on their own when the api dies (they watch their parent), so a SIGKILLed api
-leaves no process behind.
+leaves no process behind. Each counts the records it has read in a shared array (progress).
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -33,25 +39,40 @@ def split(partitions: list[int], workers: int) -> list[list[int]]:
     return [g for g in groups if g]
 
 
-def worker_main(settings_json: str, path: str, partitions: list[int], parent: int) -> None:
-    """A worker process: read ``partitions`` from the stored offsets to the end seen now."""
+@dataclass(frozen=True)
+class Job:
+    """What one worker does: its partitions, and (bulk) its place among the workers."""
+
+    settings_json: str
+    path: str
+    partitions: list[int]
+    parent: int
+    worker: int
+    workers: int
+    bulk: bool
+
+
+def worker_main(job: Job, read: Any) -> None:
+    """A worker process: read its partitions from the stored offsets to the end seen now."""
     import asyncio
 
-    asyncio.run(_worker(settings_json, path, partitions, parent))
+    asyncio.run(_worker(job, read))
 
 
-async def _worker(settings_json: str, path: str, partitions: list[int], parent: int) -> None:
+async def _worker(job: Job, read: Any) -> None:
     # aiokafka here (a dependency through faust): its C record parser fetches several times
     # faster than kafka-python's, and the writes run in a thread while the next batch arrives
     import asyncio
 
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from services.api.index.bulk import Stager, staging_path
     from services.api.index.store import IndexStore, Record
     from services.api.settings import ApiSettings
 
-    settings = ApiSettings.model_validate_json(settings_json)
-    store = IndexStore(Path(path), settings.events_topic)
+    settings = ApiSettings.model_validate_json(job.settings_json)
+    store = IndexStore(Path(job.path), settings.events_topic)
+    stager = Stager(staging_path(Path(job.path), job.worker), job.worker, job.workers) if job.bulk else None
     # a bulk load: checkpoint the WAL into the file less often (pages changed again between
     # checkpoints are written once)
     store.conn.execute("PRAGMA wal_autocheckpoint = 20000")
@@ -73,7 +94,7 @@ async def _worker(settings_json: str, path: str, partitions: list[int], parent: 
     )
     await consumer.start()
     try:
-        tps = [TopicPartition(settings.events_topic, p) for p in partitions]
+        tps = [TopicPartition(settings.events_topic, p) for p in job.partitions]
         consumer.assign(tps)
         stored = store.offsets()
         end = await consumer.end_offsets(tps)
@@ -82,7 +103,7 @@ async def _worker(settings_json: str, path: str, partitions: list[int], parent: 
         pending = {tp for tp in tps if stored.get(tp.partition, 0) < end[tp]}
         records: list[Record] = []
         while pending:
-            if os.getppid() != parent:
+            if os.getppid() != job.parent:
                 return  # the api is gone
             batches = await consumer.getmany(*pending, timeout_ms=500, max_records=settings.index_batch)
             records += [
@@ -97,8 +118,14 @@ async def _worker(settings_json: str, path: str, partitions: list[int], parent: 
             # large transactions: each one rewrites the index pages it touches once, however
             # many of its events land on them (inserts land all over the key and date indexes)
             if len(records) >= settings.index_catchup_batch or (records and not pending):
-                await asyncio.to_thread(store.apply, records, False)
+                read[job.worker] += len(records)
+                if stager is not None:
+                    await asyncio.to_thread(stager.add, records)
+                else:
+                    await asyncio.to_thread(store.apply, records, False)
                 records = []
+        if stager is not None:
+            stager.finish()
     finally:
         await consumer.stop()
         store.close()
@@ -110,19 +137,23 @@ def run(
     partitions: list[int],
     workers: int,
     stop: threading.Event,
-    progress: Callable[[], None],
+    progress: Callable[[int], None],
+    *,
+    bulk: bool = False,
 ) -> list[int | None]:
     """Run the workers to completion (or until ``stop``); ``progress`` is called about twice a
-    second meanwhile. Returns their exit codes."""
+    second meanwhile with the records read so far. Returns their exit codes."""
     ctx = multiprocessing.get_context("spawn")  # not fork: the api has threads
+    groups = split(partitions, workers)
+    read = ctx.Array("q", len(groups), lock=False)  # one writer per slot
     procs: list[BaseProcess] = [
         ctx.Process(
             target=worker_main,
-            args=(settings_json, str(path), group, os.getpid()),
+            args=(Job(settings_json, str(path), group, os.getpid(), i, len(groups), bulk), read),
             name=f"index-catchup-{i}",
             daemon=True,
         )
-        for i, group in enumerate(split(partitions, workers))
+        for i, group in enumerate(groups)
     ]
     for proc in procs:
         proc.start()
@@ -131,7 +162,7 @@ def run(
         while any(p.is_alive() for p in procs):
             if stop.wait(0.5):
                 break
-            progress()
+            progress(sum(read))
     finally:
         for proc in procs:
             if proc.is_alive():

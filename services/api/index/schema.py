@@ -17,15 +17,15 @@ import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-SCHEMA_VERSION = "5"
+SCHEMA_VERSION = "6"
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS offsets (partition INTEGER PRIMARY KEY, next INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
-    ord INTEGER NOT NULL UNIQUE,
-    key TEXT NOT NULL UNIQUE,
+    ord INTEGER NOT NULL,
+    key TEXT NOT NULL,
     partner_id TEXT NOT NULL,
     revision INTEGER NOT NULL,
     kind TEXT NOT NULL,
@@ -40,8 +40,6 @@ CREATE TABLE IF NOT EXISTS events (
     tags TEXT,
     doc BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_received ON events (received_at, ord);
-CREATE INDEX IF NOT EXISTS events_partner ON events (partner_id, ord);
 CREATE TABLE IF NOT EXISTS event_pairs (
     pair TEXT NOT NULL,
     ord INTEGER NOT NULL,
@@ -65,6 +63,16 @@ CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5 (
     tokenize = 'unicode61 remove_diacritics 2'
 );
 """
+
+# the events table's indexes, apart so that a bulk load (:mod:`services.api.index.bulk`) can
+# build them once over all its rows (a sort) instead of inserting every row into each of them
+INDEXES = {
+    "events_ord": "CREATE UNIQUE INDEX IF NOT EXISTS events_ord ON events (ord)",
+    "events_key": "CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (key)",
+    "events_received": "CREATE INDEX IF NOT EXISTS events_received ON events (received_at, ord)",
+    "events_partner": "CREATE INDEX IF NOT EXISTS events_partner ON events (partner_id, ord)",
+}
+DDL += "".join(f"{ddl};\n" for ddl in INDEXES.values())
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

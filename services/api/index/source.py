@@ -16,7 +16,7 @@ import time
 from kafka import KafkaConsumer, TopicPartition
 
 from services.api.consumer import wait_for_partitions
-from services.api.index import catchup
+from services.api.index import bulk, catchup
 from services.api.index.service import EventIndex
 from services.api.index.store import IndexStore
 from services.api.settings import ApiSettings
@@ -65,30 +65,47 @@ class KafkaEventSource:
         end: dict[TopicPartition, int],
         stored: dict[int, int],
     ) -> dict[int, int]:
-        """Read a large backlog with worker processes; returns the offsets stored afterwards."""
+        """Read a large backlog with worker processes; returns the offsets stored afterwards.
+
+        Into an empty index (a rebuild) the workers stage their rows and this thread merges
+        them in one transaction (:mod:`services.api.index.bulk`); otherwise they apply their
+        records to the file themselves."""
         index = self.index
         before, counted = sum(stored.values()), store.counters()
+        backlog = sum(max(0, end[tp] - stored.get(tp.partition, 0)) for tp in partitions)
+        empty = not stored and store.is_empty()
 
-        def progress() -> None:
-            now = store.offsets()
-            index.lag = sum(max(0, end[tp] - now.get(tp.partition, 0)) for tp in partitions)
+        def progress(read: int) -> None:
+            index.lag = max(0, backlog - read)
 
         started = time.monotonic()
-        catchup.run(
-            self.settings.model_dump_json(),
-            store.path,
-            [tp.partition for tp in partitions],
-            self.settings.index_workers,
-            self._stop,
-            progress,
-        )
+        bulk.remove_staging(store.path)
+        try:
+            codes = catchup.run(
+                self.settings.model_dump_json(),
+                store.path,
+                [tp.partition for tp in partitions],
+                self.settings.index_workers,
+                self._stop,
+                progress,
+                bulk=empty,
+            )
+            if empty and codes and all(code == 0 for code in codes) and not self._stop.is_set():
+                files = [bulk.staging_path(store.path, i) for i in range(len(codes))]
+                bulk.merge(store.conn, files)
+        finally:
+            bulk.remove_staging(store.path)
         after = store.offsets()
         index.read_records += sum(after.values()) - before
         for name, n in store.counters().items():
             index.counts[name] += n - counted.get(name, 0)
         log.info(
             "event index catch-up done",
-            extra={"records": sum(after.values()) - before, "seconds": round(time.monotonic() - started, 1)},
+            extra={
+                "records": sum(after.values()) - before,
+                "seconds": round(time.monotonic() - started, 1),
+                "bulk": empty,
+            },
         )
         return after
 

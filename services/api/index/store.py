@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import TypeAdapter
 
 from schemas.acceptance import Verdict, is_active, judge
 from schemas.events import AcceptedEvent, ExchangeEvent, fields_hash
@@ -48,11 +49,11 @@ log = logging.getLogger(__name__)
 Record = tuple[int, int, bytes | None, bytes | None, Any]  # partition, offset, key, value, headers
 COUNTERS = ("applied", "duplicate", "stale", "conflict", "skipped")
 _PARTNER_FIELDS = tuple(ExchangeEvent.model_fields)
-_EVENT_COLUMNS = (
+EVENT_COLUMNS = (
     "ord, key, partner_id, revision, kind, status, received_at, pairs, countries,"
     " title, city, organizer, description, tags, doc"
 )
-_INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({','.join('?' * 15)})"
+_INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({','.join('?' * 15)})"
 _INSERT_FTS = "INSERT INTO events_fts (rowid, title, city, organizer, description, tags) VALUES (?,?,?,?,?,?)"
 _INSERT_PAIR = "INSERT INTO event_pairs VALUES (?,?,?,?,?,?,?)"
 _INSERT_COUNTRY = "INSERT INTO event_countries VALUES (?,?,?,?)"
@@ -102,15 +103,20 @@ class Prepared:
     doc: bytes
 
 
+_DUMP = TypeAdapter(AcceptedEvent).dump_json
+
+
 def prepare(event: AcceptedEvent) -> Prepared:
     """Everything the index stores of an event (pure)."""
     key = event_key(event.partner_id, event.event_id)
     codes = event.countries
     pairs = pair_keys(codes)
-    data = event.model_dump(mode="json")
-    data["key"] = key
-    data["pairs"] = pairs
     tags = "\n".join(event.tags) if event.tags else None
+    # the doc: the event's JSON (pydantic's serializer, as the api's models would write it)
+    # with its key and pairs added before the closing brace
+    doc = b"".join(
+        (_DUMP(event)[:-1], b',"key":', orjson.dumps(key), b',"pairs":', orjson.dumps(pairs), b"}")
+    )
     return Prepared(
         key=key,
         partner_id=event.partner_id,
@@ -123,7 +129,7 @@ def prepare(event: AcceptedEvent) -> Prepared:
         countries=sorted(codes),  # distinct: the contract forbids a delegation from the host
         texts=(event.title, event.city, event.organizer, event.description, tags),
         checksum=event_checksum(event.partner_id, event.event_id),
-        doc=orjson.dumps(data),
+        doc=doc,
     )
 
 
@@ -131,6 +137,23 @@ def doc_hash(doc: bytes) -> str:
     """The contract's content hash of the event in a doc (needed only at equal revisions)."""
     data = orjson.loads(doc)
     return fields_hash({name: data[name] for name in _PARTNER_FIELDS})
+
+
+def decide(old_revision: int | None, old_doc: Callable[[], bytes], p: Prepared) -> Verdict:
+    """The contract's acceptance rule for ``p`` against the stored state of its event (if any).
+
+    The content hashes matter only at equal revisions, so the stored doc is read only then."""
+    if old_revision is not None and old_revision == p.revision:
+        return judge(old_revision, doc_hash(old_doc()), p.revision, doc_hash(p.doc))
+    return judge(old_revision, None, p.revision, "")
+
+
+def event_row(p: Prepared, ord_: int) -> tuple[Any, ...]:
+    """The ``events`` row of an accepted event (columns as in ``EVENT_COLUMNS``)."""
+    return (
+        ord_, p.key, p.partner_id, p.revision, p.kind, p.status, p.received_at,
+        " ".join(p.pairs), " ".join(p.countries), *p.texts, p.doc,
+    )  # fmt: skip
 
 
 def decode_all(records: Iterable[Record]) -> tuple[list[Prepared], dict[int, int], int]:
@@ -221,6 +244,9 @@ class IndexStore:
     def offsets(self) -> dict[int, int]:
         return dict(self.conn.execute("SELECT partition, next FROM offsets").fetchall())
 
+    def is_empty(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None
+
     def counters(self) -> dict[str, int]:
         rows = self.conn.execute("SELECT k, v FROM meta WHERE k LIKE 'count_%'").fetchall()
         return {k.removeprefix("count_"): int(v) for k, v in rows}
@@ -290,10 +316,7 @@ class _Batch:
 
     def apply(self, p: Prepared) -> Verdict:
         old = self.stored.get(p.key)
-        if old is not None and old.revision == p.revision:
-            verdict = judge(old.revision, doc_hash(old.doc), p.revision, doc_hash(p.doc))
-        else:
-            verdict = judge(None if old is None else old.revision, None, p.revision, "")
+        verdict = decide(None if old is None else old.revision, lambda: old.doc if old else b"", p)
         if verdict is not Verdict.applied:
             return verdict
         active = int(is_active(p.status))
@@ -303,12 +326,7 @@ class _Batch:
             self._remove(old)
         rowid = row_id(p.starts_on, self.next_seq)
         self.next_seq += 1
-        self.rows.append(
-            (
-                rowid, p.key, p.partner_id, p.revision, p.kind, p.status, p.received_at,
-                " ".join(p.pairs), " ".join(p.countries), *p.texts, p.doc,
-            )
-        )  # fmt: skip
+        self.rows.append(event_row(p, rowid))
         self.fts.append((rowid, *p.texts))
         hi, lo = p.checksum >> 32, p.checksum & 0xFFFFFFFF
         kind, status = p.kind, p.status
