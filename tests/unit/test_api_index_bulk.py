@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from services.api.index import bulk
 from services.api.index.schema import SEQ_BITS
+from services.api.index.service import EventIndex
 from services.api.index.store import IndexStore, Record, pair_figures
 from services.api.testing import RecordMaker
 from tests.samples import EVENT
@@ -87,8 +88,9 @@ def state(conn: sqlite3.Connection) -> dict[str, Any]:
 
 
 def bulk_load(path: Path, records: list[Record], batch: int) -> IndexStore:
-    """Two workers (partitions 0 and 2, and 1) staging in batches, then the merge."""
-    store = IndexStore(path, "events")
+    """Two workers (partitions 0 and 2, and 1) staging in batches, then the merge, installed."""
+    index = EventIndex(path, "events")
+    index.open()
     groups = [[0, 2], [1]]
     files = []
     for worker, group in enumerate(groups):
@@ -98,7 +100,7 @@ def bulk_load(path: Path, records: list[Record], batch: int) -> IndexStore:
             stager.add(mine[i : i + batch])
         stager.finish()
         files.append(bulk.staging_path(path, worker))
-    bulk.merge(store.conn, files)
+    store = index.install(bulk.build(path, "events", files))
     bulk.remove_staging(path)
     return store
 
@@ -127,14 +129,23 @@ def test_a_bulk_rebuild_equals_the_index_applied_record_by_record(
     assert merged.conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
-def test_a_merge_refuses_an_index_that_is_not_empty(tmp_path: Path) -> None:
+def test_readers_move_to_the_installed_file(tmp_path: Path) -> None:
     path = tmp_path / "events.sqlite3"
-    store = IndexStore(path, "events")
-    store.apply([RecordMaker()(EVENT)])
+    index = EventIndex(path, "events")
+    index.open()
+    before = index.read_sync(lambda c: c.execute("SELECT count(*) FROM events").fetchone()[0])
     stager = bulk.Stager(bulk.staging_path(path, 0), 0, 1)
-    stager.add([RecordMaker()({**EVENT, "event_id": "e-2"})])
+    make = RecordMaker()
+    stager.add([make(EVENT), make({**EVENT, "event_id": "e-2"})])
     stager.finish()
-    with pytest.raises(RuntimeError, match="not empty"):
-        bulk.merge(store.conn, [bulk.staging_path(path, 0)])
-    assert store.conn.execute("SELECT count(*) FROM events").fetchone() == (1,)  # rolled back
-    assert [r[1] for r in store.conn.execute("PRAGMA database_list")] == ["main"]  # detached
+    store = index.install(bulk.build(path, "events", [bulk.staging_path(path, 0)]))
+    bulk.remove_staging(path)
+    after = index.read_sync(lambda c: c.execute("SELECT count(*) FROM events").fetchone()[0])
+    assert (before, after) == (0, 2)
+    assert store.offsets() == {0: 2} and store.rebuilt
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "events.sqlite3",
+        "events.sqlite3-shm",
+        "events.sqlite3-wal",
+    ]
+    assert store.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)

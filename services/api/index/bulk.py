@@ -15,17 +15,19 @@ Here instead:
    (by rowid) or from the not-yet-written buffer;
 2. at its end each worker splits its rows' pair and country lists into pair and country rows
    and sorts them, and its full-text columns by ``ord``, in tables of its own (in parallel);
-3. when every worker has finished, :func:`merge` copies the staged rows into the empty index in
-   ONE transaction: the events, then the pair and country rows and the full-text index, each
-   read from the workers' sorted tables at once (SQLite interleaves sorted inputs without
-   sorting) so each is written from left to right; the events table's indexes built by sorting once
+3. when every worker has finished, :func:`build` writes a new index file from the staging
+   files: the events, then the pair and country rows and the full-text index, each read from
+   the workers' sorted tables at once (SQLite interleaves sorted inputs without sorting) so
+   each is written from left to right; the events table's indexes built by sorting once
    (:data:`~services.api.index.schema.INDEXES`), the next offset of every partition, the
-   counters. The file is as if the records had been applied one by one, except for each event's
-   sequence number (its ``ord`` still orders by date; ids are never exposed as such).
+   counters. It is as if the records had been applied one by one, except for each event's
+   sequence number (its ``ord`` still orders by date; ids are never exposed as such);
+4. the writer replaces the empty index file with it (:meth:`EventIndex.install`): readers
+   reopen, and the source goes on from the offsets it holds.
 
-A rebuild interrupted (the api stopped or killed, a worker failed) leaves the index empty (the
-merge is one transaction) and is started again from the beginning at the next start: a rebuild
-is all or nothing. Staging files are deleted before and after.
+A rebuild interrupted (the api stopped or killed, a worker failed) leaves the index empty and
+is started again from the beginning at the next start: a rebuild is all or nothing. Staging
+files are deleted before and after.
 """
 
 from __future__ import annotations
@@ -39,7 +41,15 @@ from typing import Any
 
 from schemas.acceptance import Verdict, is_active
 from services.api.index.schema import INDEXES, remove_files, row_id
-from services.api.index.store import COUNTERS, EVENT_COLUMNS, Record, decide, decode_all, event_row
+from services.api.index.store import (
+    COUNTERS,
+    EVENT_COLUMNS,
+    IndexStore,
+    Record,
+    decide,
+    decode_all,
+    event_row,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +58,9 @@ _STAGED_COLUMNS = f"seq, {EVENT_COLUMNS}, active, ck_hi, ck_lo"
 _INSERT = f"INSERT INTO staged ({_STAGED_COLUMNS}) VALUES ({','.join('?' * 19)})"
 
 
-def staging_path(index: Path, worker: int) -> Path:
-    return index.with_name(f"{index.name}.bulk-{worker}")
+def staging_path(index: Path, name: int | str) -> Path:
+    """A worker's staging file (``name`` its number), or the merged file (``"merged"``)."""
+    return index.with_name(f"{index.name}.bulk-{name}")
 
 
 def remove_staging(index: Path) -> None:
@@ -65,7 +76,8 @@ class Stager:
 
     def __init__(self, path: Path, worker: int, workers: int) -> None:
         remove_files(path)
-        self.conn = sqlite3.connect(path, isolation_level=None)
+        # used by one thread at a time (the worker hands batches to a thread, one after another)
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode = OFF")  # all or nothing: a failed rebuild starts over
         self.conn.execute("PRAGMA synchronous = OFF")
         self.conn.execute(f"CREATE TABLE staged ({STAGED})")
@@ -138,7 +150,9 @@ class Stager:
         conn.execute(f"CREATE TABLE texts (ord INTEGER PRIMARY KEY, {_TEXTS})")
         conn.execute(f"INSERT INTO texts SELECT ord, {_TEXTS} FROM staged ORDER BY ord")
         conn.executemany("INSERT INTO offsets VALUES (?, ?)", sorted(self.nexts.items()))
-        conn.executemany("INSERT INTO counts VALUES (?, ?)", sorted(self.counts.items()))
+        conn.executemany(
+            "INSERT INTO counts VALUES (?, ?)", [*sorted(self.counts.items()), ("next_seq", self.next_seq)]
+        )
         conn.execute("COMMIT")
         conn.close()
 
@@ -161,49 +175,56 @@ def _interleaved(names: list[str], table: str, columns: str, order: str) -> str:
     return f"{arms} ORDER BY {order}"
 
 
-def merge(conn: sqlite3.Connection, files: list[Path]) -> int:
-    """Copy the staging ``files`` into the empty index behind ``conn`` in one transaction.
+def build(index: Path, topic: str, files: list[Path]) -> Path:
+    """Merge the staging ``files`` into a new index file beside ``index``; returns its path.
 
-    Returns the number of events merged."""
+    The file is private until :meth:`EventIndex.install` moves it into place, so it is written
+    without a journal (a WAL would write every page twice) and in one go; a failure leaves a
+    file that the next rebuild deletes."""
+    target = staging_path(index, "merged")
+    remove_files(target)
+    IndexStore(target, topic).close()  # the schema and meta of any index file
+    conn = sqlite3.connect(target, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = OFF")
+        conn.execute("PRAGMA synchronous = OFF")
+        conn.execute("PRAGMA threads = 2")  # the sorts of CREATE INDEX: the workers are done
+        _merge(conn, files)
+        conn.execute("PRAGMA journal_mode = WAL")  # as every index file
+    finally:
+        conn.close()
+    return target
+
+
+def _merge(conn: sqlite3.Connection, files: list[Path]) -> None:
     names = [f"bulk{i}" for i in range(len(files))]
     for name, path in zip(names, files, strict=True):
         conn.execute(f"ATTACH DATABASE ? AS {name}", (str(path),))
-    try:
-        staged = " UNION ALL ".join(f"SELECT * FROM {name}.staged" for name in names)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if conn.execute("SELECT count(*) FROM offsets").fetchone()[0]:
-                raise RuntimeError("a bulk merge into an index that is not empty")
-            for name in INDEXES:
-                conn.execute(f"DROP INDEX IF EXISTS {name}")
-            conn.execute(f"INSERT INTO events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM ({staged})")
-            conn.execute(f"INSERT INTO event_pairs {_interleaved(names, 'pairs', _PAIRS, 'pair, ord')}")
-            conn.execute(
-                f"INSERT INTO event_countries {_interleaved(names, 'countries', _COUNTRIES, 'country, ord')}"
-            )
-            # FTS5 writes a run of ascending rowids into one segment; out of order, it flushes
-            conn.execute(
-                f"INSERT INTO events_fts (rowid, {_TEXTS}) {_interleaved(names, 'texts', f'ord, {_TEXTS}', 'ord')}"
-            )
-            for ddl in INDEXES.values():
-                conn.execute(ddl)
-            for name in names:
-                conn.execute(f"INSERT INTO offsets SELECT partition, next FROM {name}.offsets")
-                conn.execute(
-                    "UPDATE meta SET v = CAST(v AS INTEGER) + coalesce((SELECT n FROM"
-                    f" {name}.counts WHERE 'count_' || name = meta.k), 0) WHERE k LIKE 'count_%'"
-                )
-            conn.execute(
-                "UPDATE meta SET v = (SELECT coalesce(max(seq), -1) + 1 FROM"
-                f" (SELECT max(seq) AS seq FROM ({staged}))) WHERE k = 'next_seq'"
-            )
-            merged: int = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    finally:
-        for name in names:
-            conn.execute(f"DETACH DATABASE {name}")
+    conn.execute("BEGIN")
+    for name in INDEXES:
+        conn.execute(f"DROP INDEX {name}")
+    staged = " UNION ALL ".join(f"SELECT {EVENT_COLUMNS} FROM {name}.staged" for name in names)
+    conn.execute(f"INSERT INTO events ({EVENT_COLUMNS}) {staged}")
+    conn.execute(f"INSERT INTO event_pairs {_interleaved(names, 'pairs', _PAIRS, 'pair, ord')}")
+    conn.execute(
+        f"INSERT INTO event_countries {_interleaved(names, 'countries', _COUNTRIES, 'country, ord')}"
+    )
+    # FTS5 writes a run of ascending rowids into one segment; out of order, it flushes
+    conn.execute(
+        f"INSERT INTO events_fts (rowid, {_TEXTS}) {_interleaved(names, 'texts', f'ord, {_TEXTS}', 'ord')}"
+    )
+    for ddl in INDEXES.values():
+        conn.execute(ddl)
+    for name in names:
+        conn.execute(f"INSERT INTO offsets SELECT partition, next FROM {name}.offsets")
+        conn.execute(
+            "UPDATE meta SET v = CAST(v AS INTEGER) + coalesce((SELECT n FROM"
+            f" {name}.counts WHERE 'count_' || name = meta.k), 0) WHERE k LIKE 'count_%'"
+        )
+    next_seq = " UNION ALL ".join(f"SELECT n FROM {name}.counts WHERE name = 'next_seq'" for name in names)
+    conn.execute(f"UPDATE meta SET v = (SELECT max(n) FROM ({next_seq})) WHERE k = 'next_seq'")
+    conn.execute("COMMIT")
+    for name in names:
+        conn.execute(f"DETACH DATABASE {name}")
+    merged = conn.execute("SELECT count(*) FROM events").fetchone()[0]
     log.info("event index bulk merge done", extra={"events": merged, "files": len(files)})
-    return merged

@@ -171,4 +171,6 @@ def run(
     codes = [p.exitcode for p in procs]
     if any(code != 0 for code in codes):
         log.warning("a catch-up worker failed; the index reads the rest itself", extra={"codes": codes})
+    else:
+        log.info("event index catch-up workers finished", extra={"read": sum(read)})
     return codes

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -21,7 +22,7 @@ from typing import TypeVar
 import anyio.to_thread
 
 from services.api.hub import StreamHub
-from services.api.index.schema import connect
+from services.api.index.schema import connect, remove_files
 from services.api.index.store import COUNTERS, Change, IndexStore, Record
 
 T = TypeVar("T")
@@ -65,6 +66,18 @@ class EventIndex:
         # not ready, and no history replayed to stream clients, until caught up again
         self.publish_live = False
         self._call(self._set_not_ready)
+
+    def install(self, built: Path) -> IndexStore:
+        """Replace the (empty) file with ``built``, a complete index file; returns the writer.
+
+        Readers reopen (the generation changes); a reader still holding the old file reads it
+        until then (read-only connections never write nor delete its WAL)."""
+        self.close()
+        remove_files(self.path)  # the old file, and its WAL and shared memory with it
+        os.replace(built, self.path)
+        store = self.open()
+        store.rebuilt = True
+        return store
 
     def close(self) -> None:
         if self.store is not None:

@@ -64,12 +64,13 @@ class KafkaEventSource:
         partitions: list[TopicPartition],
         end: dict[TopicPartition, int],
         stored: dict[int, int],
-    ) -> dict[int, int]:
-        """Read a large backlog with worker processes; returns the offsets stored afterwards.
+    ) -> tuple[IndexStore, dict[int, int]]:
+        """Read a large backlog with worker processes; returns the writer and the offsets
+        stored afterwards.
 
-        Into an empty index (a rebuild) the workers stage their rows and this thread merges
-        them in one transaction (:mod:`services.api.index.bulk`); otherwise they apply their
-        records to the file themselves."""
+        Into an empty index (a rebuild) the workers stage their rows and this thread builds the
+        index file from them and puts it in place (:mod:`services.api.index.bulk`); otherwise
+        they apply their records to the file themselves."""
         index = self.index
         before, counted = sum(stored.values()), store.counters()
         backlog = sum(max(0, end[tp] - stored.get(tp.partition, 0)) for tp in partitions)
@@ -92,7 +93,7 @@ class KafkaEventSource:
             )
             if empty and codes and all(code == 0 for code in codes) and not self._stop.is_set():
                 files = [bulk.staging_path(store.path, i) for i in range(len(codes))]
-                bulk.merge(store.conn, files)
+                store = index.install(bulk.build(store.path, store.topic, files))
         finally:
             bulk.remove_staging(store.path)
         after = store.offsets()
@@ -107,7 +108,7 @@ class KafkaEventSource:
                 "bulk": empty,
             },
         )
-        return after
+        return store, after
 
     def _consume(self) -> None:
         index = self.index
@@ -137,7 +138,7 @@ class KafkaEventSource:
             index.resumed_from = {tp.partition: stored.get(tp.partition, 0) for tp in partitions}
             backlog = sum(max(0, end[tp] - stored.get(tp.partition, 0)) for tp in partitions)
             if backlog >= self.settings.index_catchup_records and self.settings.index_workers > 1:
-                stored = self._catch_up(store, partitions, end, stored)
+                store, stored = self._catch_up(store, partitions, end, stored)
             for tp in partitions:
                 consumer.seek(tp, stored.get(tp.partition, 0))
             pending = {tp for tp in partitions if stored.get(tp.partition, 0) < end[tp]}
