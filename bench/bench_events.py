@@ -100,12 +100,21 @@ def rebuild(settings: KafkaSettings, path: Path) -> tuple[float, int]:
             raise RuntimeError(f"index failed: {source.error!r}")
     seconds = time.perf_counter() - began
     source.stop()
-    global REBUILD_CPU
+    global REBUILD_CPU, WORKER_RSS_MB
     REBUILD_CPU = _cpu() - cpu0
+    WORKER_RSS_MB = _children_peak_rss_mb()
     return seconds, index.read_records
 
 
 REBUILD_CPU = 0.0
+WORKER_RSS_MB = 0.0
+
+
+def _children_peak_rss_mb() -> float:
+    """Peak RSS of the largest waited-for child (a catch-up worker), MB."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
 
 
 def _cpu() -> float:
@@ -225,6 +234,7 @@ def run(bootstrap: str, n: int, requests: int, work: Path) -> dict[str, Any]:
             "records": read,
             "cpu_s": round(REBUILD_CPU, 1),
             "cpu_us_per_event": round(REBUILD_CPU / max(read, 1) * 1e6, 1),
+            "worker_peak_rss_mb": WORKER_RSS_MB,
         },
         "index_vs_raw": round((read / index_s) / (n / raw_s), 2),
         "file_mb": round(size / 1e6, 1),

@@ -172,6 +172,14 @@ ROWS: list[tuple[str, str, str, str, str, str]] = [
     ("events", "event index rebuild, CPU µs per event", "index_rebuild.cpu_us_per_event", "", "", "—"),
     (
         "events",
+        "catch-up worker peak RSS during the rebuild, MB",
+        "index_rebuild.worker_peak_rss_mb",
+        "",
+        "",
+        "—",
+    ),
+    (
+        "events",
         "/v1/events?pair=…&limit=50 p99 at 1M events, ms",
         "queries.pair_limit_50.p99_ms",
         "/healthz p99",
