@@ -24,6 +24,7 @@ from pathlib import Path
 
 from handshake import ROOT
 from handshake.errors import HandshakeError
+from handshake.settings import KafkaSettings
 
 KAFKA_DIR = ROOT / "deploy" / "kafka"
 STARTED_LINE = "Kafka Server started"
@@ -120,9 +121,16 @@ class Node:
 class Cluster:
     """The native broker (or three-node cluster) living in ``data_dir``."""
 
-    def __init__(self, data_dir: Path | str, port: int | None = None, brokers: int | None = None) -> None:
-        """``port``/``brokers`` left out: those of the last start in ``data_dir`` (stop, status), else
-        9092 and 1. Given: they are used, also for a data dir that last ran on other ports."""
+    def __init__(
+        self,
+        data_dir: Path | str,
+        port: int | None = None,
+        brokers: int | None = None,
+        secure: bool | None = None,
+    ) -> None:
+        """``port``/``brokers``/``secure`` left out: those of the last start in ``data_dir`` (stop,
+        status), else 9092, 1 and open. Given: they are used, also for a data dir that last ran on
+        other ports. ``secure``: SASL_SSL with SCRAM and ACLs (:mod:`handshake.security`)."""
         self.data_dir = Path(data_dir).resolve()
         layout = self.data_dir / "layout"
         saved = layout.read_text().split() if layout.exists() else []
@@ -134,6 +142,18 @@ class Cluster:
             raise HandshakeError(
                 f"{self.data_dir} holds a {saved[1]}-node cluster; use another --data-dir for {brokers} node(s)"
             )
+        was_secure = len(saved) > 2 and saved[2] == "secure"
+        if saved and secure is not None and secure != was_secure:
+            raise HandshakeError(
+                f"{self.data_dir} holds {'a secured' if was_secure else 'an open'} broker; "
+                f"use another --data-dir for {'a secured' if secure else 'an open'} one"
+            )
+        self.secure = was_secure if secure is None else secure
+        if self.secure and brokers != 1:
+            raise HandshakeError("--secure runs one node")
+        from handshake.security import Secrets
+
+        self.secrets = Secrets(self.data_dir / "secrets")
         self.port = port
         self.brokers = brokers
         self.nodes = [
@@ -149,6 +169,14 @@ class Cluster:
     @property
     def bootstrap(self) -> str:
         return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def admin_settings(self) -> KafkaSettings:
+        """Settings for a client of this broker as ``admin`` (secured), or open ones."""
+        if self.secure:
+            from handshake.security import ADMIN
+
+            return self.secrets.client_settings(ADMIN, self.bootstrap)
+        return KafkaSettings(kafka_bootstrap=self.bootstrap)
 
     # -- configuration -------------------------------------------------------------------
     def cluster_id(self) -> str:
@@ -189,8 +217,11 @@ class Cluster:
             "log.segment.bytes": str(64 * 1024 * 1024),
             "share.coordinator.state.topic.replication.factor": str(rf),
         }
+        if self.secure:
+            props.update(self.secrets.broker_properties(node.port, node.controller_port))
         node.directory.mkdir(parents=True, exist_ok=True)
         node.properties.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        node.properties.chmod(0o600)  # secured: it holds the broker's own password
         (node.directory / "log4j.properties").write_text(
             "log4j.rootLogger=INFO, stdout\n"
             "log4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
@@ -231,6 +262,7 @@ class Cluster:
             "-c",
             str(node.properties),
             "--ignore-formatted",
+            *(self.secrets.scram_format_args() if self.secure else []),
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -262,7 +294,11 @@ class Cluster:
                 if not port_free(port):
                     raise HandshakeError(f"port {port} is already in use; choose another with --port")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "layout").write_text(f"{self.port} {self.brokers}\n")
+        if self.secure and not self.secrets.exists():
+            self.secrets.create()
+        (self.data_dir / "layout").write_text(
+            f"{self.port} {self.brokers} {'secure' if self.secure else 'open'}\n"
+        )
         procs: list[tuple[Node, subprocess.Popen[bytes], int]] = []
         for node in self.nodes:
             if node.pid() is not None:
@@ -395,9 +431,9 @@ def free_cluster_port(brokers: int = 1) -> int:
 
 
 @contextlib.contextmanager
-def temporary_cluster(data_dir: Path, brokers: int = 1) -> Iterator[Cluster]:
+def temporary_cluster(data_dir: Path, brokers: int = 1, secure: bool = False) -> Iterator[Cluster]:
     """A broker on free ports for tests; stopped on exit."""
-    cluster = Cluster(data_dir, port=free_cluster_port(brokers), brokers=brokers)
+    cluster = Cluster(data_dir, port=free_cluster_port(brokers), brokers=brokers, secure=secure)
     cluster.start()
     try:
         yield cluster

@@ -6,10 +6,14 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from handshake.errors import HandshakeError
+
+if TYPE_CHECKING:
+    from handshake.settings import KafkaSettings
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Handshake: citizen-diplomacy event platform."
@@ -22,9 +26,10 @@ DEFAULT_DATA = Path(".handshake")
 
 def _register_optional() -> None:
     """Sub-commands that live next to the code they drive."""
-    from handshake import cli_events, cli_partners, cli_platform, cli_subscribe
+    from handshake import cli_analysts, cli_events, cli_partners, cli_platform, cli_subscribe
 
     app.add_typer(cli_partners.app, name="partners")
+    app.add_typer(cli_analysts.app, name="analysts")
     app.command("subscribe")(cli_subscribe.subscribe)
     app.command("events")(cli_events.events)
     cli_platform.register(app)
@@ -35,15 +40,28 @@ def kafka_start(
     port: int = typer.Option(9092, help="first broker port (controllers use port+100)"),
     data_dir: Path = typer.Option(DEFAULT_DATA / "kafka", help="where the broker keeps its data"),
     brokers: int = typer.Option(1, help="1, or 3 for a local three-node KRaft cluster"),
+    secure: bool = typer.Option(
+        False, "--secure", help="SASL_SSL with SCRAM-SHA-512, a local CA, and least-privilege ACLs"
+    ),
 ) -> None:
     """Start the broker and wait until it logged 'Kafka Server started'."""
     from handshake.broker import Cluster
 
-    cluster = Cluster(data_dir, port=port, brokers=brokers)
+    cluster = Cluster(data_dir, port=port, brokers=brokers, secure=secure or None)
     seconds = cluster.start()
     typer.echo(
         f"Kafka ready at {cluster.bootstrap} ({cluster.brokers} node(s), {seconds:.1f}s; data in {data_dir})"
     )
+    if cluster.secure:
+        _declare(cluster.admin_settings(), None, secured=True)
+        typer.echo(
+            f"secured: SASL_SSL, SCRAM-SHA-512; CA {cluster.secrets.ca_file}; service credentials in"
+            f" {cluster.secrets.credentials_file} (0600); analysts: handshake analysts add NAME --data-dir {data_dir}"
+        )
+    else:
+        typer.echo(
+            "open: no authentication, anyone who reaches 127.0.0.1 may read and write (--secure to close it)"
+        )
 
 
 @kafka_app.command("stop")
@@ -73,17 +91,52 @@ def kafka_status(data_dir: Path = typer.Option(DEFAULT_DATA / "kafka")) -> None:
 def kafka_topics(
     bootstrap: str | None = typer.Option(None, help="default: HANDSHAKE_KAFKA_BOOTSTRAP or 127.0.0.1:9092"),
     replication_factor: int | None = typer.Option(None, help="default: HANDSHAKE_REPLICATION_FACTOR or 1"),
+    data_dir: Path | None = typer.Option(
+        None, help="a native broker's data dir: secured, its admin credential is used and the ACLs applied"
+    ),
 ) -> None:
-    """Declare the four Handshake topics; report (exit 1) any topic whose policy differs."""
+    """Declare the four Handshake topics (and, secured, the ACLs); report (exit 1) any topic whose policy differs."""
     from handshake.settings import KafkaSettings
-    from handshake.topics import ensure_topics
 
     settings = KafkaSettings()
+    secured = False
+    if data_dir is not None:
+        from handshake.broker import Cluster
+
+        cluster = Cluster(data_dir)
+        secured = cluster.secure
+        if secured:
+            admin = cluster.admin_settings()
+            settings = settings.model_copy(
+                update={k: getattr(admin, k) for k in admin.model_fields if k.startswith("kafka_")}
+            )
+    if bootstrap:
+        settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
+    _declare(settings, replication_factor, secured=secured)
+
+
+def _declare(settings: KafkaSettings, replication_factor: int | None, *, secured: bool) -> None:
+    from handshake.topics import ensure_topics
+
     report = ensure_topics(
-        bootstrap or settings.kafka_bootstrap,
+        settings.kafka_bootstrap,
         settings.topic_specs(),
         replication_factor or settings.replication_factor,
+        settings.kafka_python_config(),
     )
+    if secured:
+        from handshake.access import apply_rules
+        from handshake.security import acl_rules
+        from handshake.topics import admin_client
+
+        admin = admin_client(settings.kafka_bootstrap, security=settings.kafka_python_config())
+        try:
+            created = apply_rules(admin, acl_rules(settings))
+        finally:
+            admin.close()
+        for rule in created:
+            typer.echo(f"acl       {rule}")
+        typer.echo(f"acls      {len(acl_rules(settings))} declared, {len(created)} created")
     for name in report.created:
         typer.echo(f"created   {name}")
     for name in report.unchanged:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 
@@ -13,8 +14,37 @@ app = typer.Typer(
 )
 
 
+_DATA_DIR: list[Path] = [Path(".handshake")]
+
+
+@app.callback()
+def _options(
+    data_dir: Path = typer.Option(
+        Path(".handshake"),
+        help="a platform's (or a native broker's) data dir: when its broker is secured, the"
+        " handshake-partners credential kept there is used (HANDSHAKE_KAFKA_* settings win)",
+    ),
+) -> None:
+    _DATA_DIR[0] = data_dir
+
+
 def _settings() -> IngestSettings:
-    return IngestSettings()
+    """From HANDSHAKE_* variables; on a secured local broker, as the handshake-partners principal."""
+    settings = IngestSettings()
+    if settings.secured:
+        return settings
+    from handshake.broker import Cluster
+
+    data_dir = _DATA_DIR[0]
+    for candidate in (data_dir, data_dir / "kafka"):
+        if (candidate / "layout").exists():
+            cluster = Cluster(candidate)
+            if cluster.secure:
+                secured = cluster.secrets.client_settings("handshake-partners", cluster.bootstrap)
+                return settings.model_copy(
+                    update={k: getattr(secured, k) for k in secured.model_fields if k.startswith("kafka_")}
+                )
+    return settings
 
 
 @app.command("add")

@@ -20,6 +20,9 @@ def up(
     aggregator_port: int = typer.Option(8002),
     no_demo: bool = typer.Option(False, "--no-demo", help="no demo partner and feed"),
     demo_rate: float = typer.Option(5.0, help="demo events per second"),
+    secure: bool = typer.Option(
+        False, "--secure", help="the broker speaks SASL_SSL/SCRAM with ACLs; each service its own principal"
+    ),
 ) -> None:
     """Run broker, topics, ingest, aggregator, api and a demo partner feed; Ctrl-C stops all."""
     from handshake.logs import setup_logging
@@ -36,6 +39,7 @@ def up(
             aggregator_port=aggregator_port,
             demo=not no_demo,
             demo_rate=demo_rate,
+            secure=secure,
         )
     )
 

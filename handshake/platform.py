@@ -25,6 +25,7 @@ import httpx
 
 from handshake.broker import Cluster, ensure_jars, pid_alive, port_free
 from handshake.errors import HandshakeError
+from handshake.security import ADMIN, SERVICES, acl_rules
 from handshake.settings import KafkaSettings
 from handshake.topics import ensure_or_fail
 
@@ -41,6 +42,7 @@ class PlatformConfig:
     demo: bool = True
     demo_rate: float = 5.0
     ready_timeout: float = 120.0
+    secure: bool = False
 
     @property
     def bootstrap(self) -> str:
@@ -104,7 +106,7 @@ class Platform:
         self.cfg = cfg
         self.data_dir = cfg.data_dir.resolve()
         self.out = out or sys.stdout
-        self.cluster = Cluster(self.data_dir / "kafka", port=cfg.kafka_port)
+        self.cluster = Cluster(self.data_dir / "kafka", port=cfg.kafka_port, secure=cfg.secure or None)
         self.children: list[Child] = []
         self.stopping = threading.Event()
         self.demo_key: str | None = None
@@ -124,13 +126,24 @@ class Platform:
             "PYTHONUNBUFFERED": "1",
         }
 
+    def _settings(self, principal: str) -> KafkaSettings:
+        """A client of the platform's broker as ``principal`` (secured), or an open one."""
+        if self.cluster.secure:
+            return self.cluster.secrets.client_settings(principal, self.cfg.bootstrap)
+        return KafkaSettings(kafka_bootstrap=self.cfg.bootstrap)
+
     def _child(
         self, name: str, argv: list[str], ready_url: str | None, env: dict[str, str] | None = None
     ) -> Child:
+        kafka = (
+            self.cluster.secrets.client_env(f"handshake-{name}")
+            if self.cluster.secure and f"handshake-{name}" in SERVICES
+            else {}
+        )
         return Child(
             name=name,
             argv=argv,
-            env={**self._env(), **(env or {})},
+            env={**self._env(), **kafka, **(env or {})},
             ready_url=ready_url,
             log_path=self.data_dir / "logs" / f"{name}.log",
         )
@@ -177,8 +190,17 @@ class Platform:
         self.say(f"==> starting Kafka on {self.cfg.bootstrap}")
         seconds = self.cluster.start()
         self.say(f"    Kafka ready in {seconds:.1f}s")
-        settings = KafkaSettings(kafka_bootstrap=self.cfg.bootstrap)
-        ensure_or_fail(self.cfg.bootstrap, settings.topic_specs())
+        settings = self._settings(ADMIN)
+        ensure_or_fail(self.cfg.bootstrap, settings.topic_specs(), security=settings.kafka_python_config())
+        if self.cluster.secure:
+            from handshake.access import apply_rules
+            from handshake.topics import admin_client
+
+            admin = admin_client(self.cfg.bootstrap, security=settings.kafka_python_config())
+            try:
+                apply_rules(admin, acl_rules(settings))
+            finally:
+                admin.close()
         history_key = ""
         if self.cfg.demo:
             # the partners exist before ingest starts, so its readiness (partners topic read to
@@ -239,8 +261,7 @@ class Platform:
             return str(json.loads(path.read_text())["key"])
         from services.ingest.partners import create_partner
 
-        settings = KafkaSettings(kafka_bootstrap=self.cfg.bootstrap)
-        partner_id, key = create_partner(settings, name, rate=rate)
+        partner_id, key = create_partner(self._settings("handshake-partners"), name, rate=rate)
         path.write_text(json.dumps({"partner_id": partner_id, "key": key}))
         path.chmod(0o600)
         return key
@@ -270,7 +291,13 @@ class Platform:
             f"  dashboard      {api}/",
             f"  API            {api}/docs",
             f"  ingest         {ingest}/docs",
-            f"  Kafka          {self.cfg.bootstrap}",
+            f"  Kafka          {self.cfg.bootstrap}"
+            + (
+                f"  (SASL_SSL, SCRAM-SHA-512; CA {self.cluster.secrets.ca_file};"
+                f" analysts: handshake analysts add NAME --data-dir {self.data_dir})"
+                if self.cluster.secure
+                else "  (open: no authentication on 127.0.0.1; `handshake up --secure` closes it)"
+            ),
             f"  logs           {self.data_dir / 'logs'}",
         ]
         if self.demo_key:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.topics import (
@@ -28,6 +31,55 @@ class KafkaSettings(BaseSettings):
     replication_factor: int = Field(1, ge=1, description="replication factor of topics this service creates")
     min_insync_replicas: int | None = Field(None, ge=1)
     log_level: str = "INFO"
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT (an open local broker) or SASL_SSL (SCRAM over TLS)"
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    kafka_username: str | None = Field(None, description="this service's principal on the broker")
+    kafka_password: SecretStr | None = Field(None, description="never logged; from a 0600 file or a secret")
+    kafka_ca_file: Path | None = Field(
+        None, description="PEM file of the CA that signed the broker's certificate"
+    )
+
+    @property
+    def secured(self) -> bool:
+        return self.kafka_security_protocol == "SASL_SSL"
+
+    def kafka_python_config(self) -> dict[str, Any]:
+        """Keyword arguments that kafka-python's clients need to reach this broker."""
+        if not self.secured:
+            return {}
+        return {
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": self.kafka_sasl_mechanism,
+            "sasl_plain_username": self.kafka_username,
+            "sasl_plain_password": self.kafka_password.get_secret_value() if self.kafka_password else None,
+            "ssl_cafile": str(self.kafka_ca_file) if self.kafka_ca_file else None,
+            "ssl_check_hostname": True,
+        }
+
+    def aiokafka_config(self) -> dict[str, Any]:
+        """Keyword arguments that aiokafka's clients need to reach this broker."""
+        if not self.secured:
+            return {}
+        from aiokafka.helpers import create_ssl_context
+
+        return {
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": self.kafka_sasl_mechanism,
+            "sasl_plain_username": self.kafka_username,
+            "sasl_plain_password": self.kafka_password.get_secret_value() if self.kafka_password else None,
+            "ssl_context": create_ssl_context(cafile=str(self.kafka_ca_file) if self.kafka_ca_file else None),
+        }
+
+    def for_child_process(self) -> str:
+        """These settings as JSON for a worker process, the password included (JSON dumps of a
+        ``SecretStr`` hide it); passed through a pipe, never a command line."""
+        data = self.model_dump(mode="json")
+        data["kafka_password"] = self.kafka_password.get_secret_value() if self.kafka_password else None
+        import orjson
+
+        return orjson.dumps(data).decode()
 
     def topic_specs(self) -> list[TopicSpec]:
         """The declared topics under this deployment's names."""

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, NodeNotReadyError, TopicAlreadyExistsError, UnknownBrokerIdError
@@ -24,12 +25,18 @@ class TopicReport:
     problems: list[str] = field(default_factory=list)
 
 
-def admin_client(bootstrap: str, timeout: float = 30.0) -> KafkaAdminClient:
+def admin_client(
+    bootstrap: str, timeout: float = 30.0, security: dict[str, Any] | None = None
+) -> KafkaAdminClient:
+    """An admin client; ``security``: kafka-python's SASL/TLS arguments (KafkaSettings)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return KafkaAdminClient(
-                bootstrap_servers=bootstrap, client_id="handshake-admin", request_timeout_ms=15000
+                bootstrap_servers=bootstrap,
+                client_id="handshake-admin",
+                request_timeout_ms=15000,
+                **(security or {}),
             )
         except KafkaError as exc:
             if time.monotonic() > deadline:
@@ -37,7 +44,12 @@ def admin_client(bootstrap: str, timeout: float = 30.0) -> KafkaAdminClient:
             time.sleep(0.5)
 
 
-def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], replication_factor: int = 1) -> TopicReport:
+def ensure_topics(
+    bootstrap: str,
+    specs: Iterable[TopicSpec],
+    replication_factor: int = 1,
+    security: dict[str, Any] | None = None,
+) -> TopicReport:
     """Create missing topics; compare existing ones (partitions, cleanup.policy) and report drift.
 
     A second run changes nothing. A topic with the wrong policy is reported, never altered or
@@ -45,7 +57,7 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], replication_factor
     """
     specs = list(specs)
     report = TopicReport()
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, security=security)
     try:
         existing = set(admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
@@ -59,7 +71,7 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], replication_factor
                 )
                 for s in missing
             ]
-            admin = _create_topics(bootstrap, admin, new)
+            admin = _create_topics(bootstrap, admin, new, security)
             report.created = [s.name for s in missing]
             _wait_visible(admin, [s.name for s in missing])
         present = [s for s in specs if s.name in existing]
@@ -85,7 +97,9 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], replication_factor
     return report
 
 
-def _create_topics(bootstrap: str, admin: KafkaAdminClient, new: list[NewTopic]) -> KafkaAdminClient:
+def _create_topics(
+    bootstrap: str, admin: KafkaAdminClient, new: list[NewTopic], security: dict[str, Any] | None
+) -> KafkaAdminClient:
     """Create ``new``; returns the admin client to go on with (a fresh one after a retry).
 
     On a cluster that has just started, the controller a broker names may not be in the metadata
@@ -104,7 +118,7 @@ def _create_topics(bootstrap: str, admin: KafkaAdminClient, new: list[NewTopic])
                 raise
             admin.close()
             time.sleep(0.5)
-            admin = admin_client(bootstrap)
+            admin = admin_client(bootstrap, security=security)
 
 
 def _topic_configs(admin: KafkaAdminClient, resources: list[ConfigResource]) -> dict[str, dict[str, str]]:
@@ -135,9 +149,14 @@ def _wait_visible(admin: KafkaAdminClient, names: list[str], timeout: float = 30
     raise HandshakeError(f"topics not ready in time: {sorted(set(names))}")
 
 
-def ensure_or_fail(bootstrap: str, specs: Iterable[TopicSpec], replication_factor: int = 1) -> TopicReport:
+def ensure_or_fail(
+    bootstrap: str,
+    specs: Iterable[TopicSpec],
+    replication_factor: int = 1,
+    security: dict[str, Any] | None = None,
+) -> TopicReport:
     """For services at start: declare the topics and refuse to run on a topic with the wrong policy."""
-    report = ensure_topics(bootstrap, specs, replication_factor)
+    report = ensure_topics(bootstrap, specs, replication_factor, security)
     if report.created:
         log.info("created topics", extra={"topics": report.created})
     if report.problems:

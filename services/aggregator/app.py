@@ -219,8 +219,9 @@ class LogProbe:
     last record it returns.
     """
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, security: dict[str, Any] | None = None) -> None:
         self.bootstrap = bootstrap
+        self.security = security or {}  # aiokafka's SASL/TLS arguments
         self._consumer: Any = None
         self._lock = asyncio.Lock()
 
@@ -237,6 +238,7 @@ class LogProbe:
                     enable_auto_commit=False,
                     client_id="handshake-aggregator-log-probe",
                     max_partition_fetch_bytes=1024 * 1024,
+                    **self.security,
                 )
                 await consumer.start()
                 self._consumer = consumer
@@ -317,11 +319,28 @@ def _loads(raw: bytes | None) -> Any:
     return None if raw is None else orjson.loads(raw)
 
 
+def _credentials(settings: AggregatorSettings) -> faust.SASLCredentials | None:
+    """SCRAM over TLS for faust's consumer, producer and admin client (None: an open broker)."""
+    if not settings.secured:
+        return None
+    from aiokafka.helpers import create_ssl_context
+
+    return faust.SASLCredentials(
+        username=settings.kafka_username,
+        password=settings.kafka_password.get_secret_value() if settings.kafka_password else None,
+        mechanism=settings.kafka_sasl_mechanism,
+        ssl_context=create_ssl_context(
+            cafile=str(settings.kafka_ca_file) if settings.kafka_ca_file else None
+        ),
+    )
+
+
 def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> Aggregator:
     metrics = metrics or Metrics()
     app = faust.App(
         settings.app_id,
         broker=_broker_urls(settings.kafka_bootstrap),
+        broker_credentials=_credentials(settings),
         store=settings.store,
         datadir=str(settings.data_dir / "faust"),
         autodiscover=False,
@@ -407,7 +426,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
         )
 
     positions = {"stage1": SourcePositions(), "stage2": SourcePositions()}
-    probe = LogProbe(settings.kafka_bootstrap)
+    probe = LogProbe(settings.kafka_bootstrap, settings.aiokafka_config())
 
     async def close_probe(app: Any, *args: Any, **kwargs: Any) -> None:
         await probe.close()

@@ -80,7 +80,12 @@ def serve(settings: AggregatorSettings | None = None) -> None:
 
     settings = settings or AggregatorSettings()
     setup_logging("aggregator", settings.log_level)
-    ensure_or_fail(settings.kafka_bootstrap, topic_specs(settings), settings.replication_factor)
+    ensure_or_fail(
+        settings.kafka_bootstrap,
+        topic_specs(settings),
+        settings.replication_factor,
+        settings.kafka_python_config(),
+    )
     prepare_data_dir(settings)
     agg = create_app(settings)
     worker = faust.Worker(

@@ -90,6 +90,7 @@ class KafkaSnapshotSource:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=100,
             max_poll_records=2000,
+            **self.settings.kafka_python_config(),
         )
         try:
             partitions = self._partitions(consumer)

@@ -30,7 +30,12 @@ def build(settings: ApiSettings | None = None) -> FastAPI:
 def serve() -> None:
     settings = ApiSettings()
     setup_logging("api", settings.log_level)
-    ensure_or_fail(settings.kafka_bootstrap, settings.topic_specs(), settings.replication_factor)
+    ensure_or_fail(
+        settings.kafka_bootstrap,
+        settings.topic_specs(),
+        settings.replication_factor,
+        settings.kafka_python_config(),
+    )
     config = uvicorn.Config(
         build(settings),
         host=settings.host,

@@ -66,7 +66,12 @@ def create_app(
         if view is None:
             view = followed[settings.events_topic] = KafkaEventsView()
         if followed:
-            follower = TopicFollower(settings.kafka_bootstrap, followed, poll_ms=settings.view_poll_ms)
+            follower = TopicFollower(
+                settings.kafka_bootstrap,
+                followed,
+                poll_ms=settings.view_poll_ms,
+                security=settings.aiokafka_config(),
+            )
 
     svc = Ingest(
         settings,
@@ -86,7 +91,11 @@ def create_app(
             from handshake.topics import ensure_or_fail
 
             await asyncio.to_thread(
-                ensure_or_fail, settings.kafka_bootstrap, settings.topic_specs(), settings.replication_factor
+                ensure_or_fail,
+                settings.kafka_bootstrap,
+                settings.topic_specs(),
+                settings.replication_factor,
+                settings.kafka_python_config(),
             )
         started: list[Any] = []
         try:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -48,8 +48,10 @@ class TopicFollower:
         client_id: str = "handshake-ingest-follower",
         poll_ms: int = 100,
         timeout_s: float = 30.0,
+        security: dict[str, Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.security = security or {}  # aiokafka's SASL/TLS arguments (KafkaSettings.aiokafka_config)
         self.topics = topics
         self.client_id = client_id
         self.poll_ms = poll_ms
@@ -71,6 +73,7 @@ class TopicFollower:
             client_id=self.client_id,
             fetch_max_wait_ms=self.poll_ms,
             request_timeout_ms=10_000,
+            **self.security,
         )
         await consumer.start()
         try:

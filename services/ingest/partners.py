@@ -85,6 +85,7 @@ def follower_consumer(settings: KafkaSettings, client_id: str) -> KafkaConsumer:
         auto_offset_reset="earliest",
         client_id=client_id,
         request_timeout_ms=10000,
+        **settings.kafka_python_config(),
     )
 
 
@@ -162,6 +163,7 @@ def publish_partner(settings: KafkaSettings, record: PartnerRecord, timeout: flo
         acks="all",
         enable_idempotence=True,
         max_block_ms=int(timeout * 1000),
+        **settings.kafka_python_config(),
     )
     try:
         key, value = encode_partner(record)

@@ -388,6 +388,7 @@ class KafkaPublisher:
             # kafka-python's own sensors (never read here: ingest exports its own metrics) cost
             # about a sixth of its network I/O's time (measured while it ran in its own thread)
             "metrics_enabled": False,
+            **self.settings.kafka_python_config(),
         }
         if self.settings.compression_type and self.settings.compression_type != "none":
             config["compression_type"] = self.settings.compression_type

@@ -91,6 +91,7 @@ async def _worker(job: Job, read: Any) -> None:
         auto_offset_reset="earliest",
         fetch_max_wait_ms=50,
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        **settings.aiokafka_config(),
     )
     await consumer.start()
     try:

@@ -83,7 +83,7 @@ class KafkaEventSource:
         bulk.remove_staging(store.path)
         try:
             codes = catchup.run(
-                self.settings.model_dump_json(),
+                self.settings.for_child_process(),
                 store.path,
                 [tp.partition for tp in partitions],
                 self.settings.index_workers,
@@ -122,6 +122,7 @@ class KafkaEventSource:
             fetch_max_wait_ms=50,
             max_poll_records=self.settings.index_batch,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            **self.settings.kafka_python_config(),
         )
         try:
             partitions = wait_for_partitions(consumer, self.settings.events_topic, self._stop)

@@ -1,0 +1,262 @@
+"""A secured broker: TLS, SCRAM identities and least-privilege ACLs (``handshake kafka start --secure``).
+
+Every client speaks SASL_SSL with SCRAM-SHA-512 and has its own principal:
+
+- ``admin``: the broker's own identity and the only super user (topics, ACLs, credentials);
+- ``handshake-ingest``, ``handshake-aggregator``, ``handshake-api``: the services;
+- ``handshake-partners``: the ``handshake partners`` CLI, the only writer of the partners topic;
+- ``analyst-<name>``: analysts (``handshake analysts add``), readers of the public topics.
+
+:func:`acl_rules` declares what each may do (topics as code: ``handshake kafka topics`` applies
+them). Nothing else is allowed (``allow.everyone.if.no.acl.found=false``). The controller
+listener stays on 127.0.0.1 and takes only the broker's own PLAIN login (KRaft keeps SCRAM
+credentials in the metadata the controller serves, so it cannot authenticate with them).
+
+Files in ``<data dir>/secrets`` are 0600 (the CA's certificate ``ca.pem`` is public): the CA key,
+the broker's key and certificate, and ``credentials.json`` with the service passwords. Analysts'
+passwords are stored nowhere but on the broker, as SCRAM credentials (salted hashes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from handshake.settings import KafkaSettings
+
+MECHANISM = "SCRAM-SHA-512"
+ADMIN = "admin"
+SERVICES = ("handshake-ingest", "handshake-aggregator", "handshake-api", "handshake-partners")
+ANALYST_PREFIX = "analyst-"
+PUBLIC_TOPICS = ("events_topic", "pair_stats_topic", "dead_letter_topic")  # KafkaSettings fields
+
+
+def _private(path: Path, data: bytes) -> None:
+    """Write ``data`` to a file only its owner can read (created 0600, never world-readable)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o600)
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """The secured broker's files in ``<data dir>/secrets``."""
+
+    directory: Path
+
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / "ca.pem"
+
+    @property
+    def broker_pem(self) -> Path:
+        return self.directory / "broker.pem"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.directory / "credentials.json"
+
+    def exists(self) -> bool:
+        return self.credentials_file.exists() and self.ca_file.exists() and self.broker_pem.exists()
+
+    def create(self) -> None:
+        """A CA, the broker's certificate (127.0.0.1 and localhost) and the service passwords."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.directory, 0o700)
+        ca_key, ca_cert, key, cert = _certificates()
+        from cryptography.hazmat.primitives import serialization
+
+        pem = serialization.Encoding.PEM
+        pkcs8 = serialization.PrivateFormat.PKCS8
+        none = serialization.NoEncryption()
+        self.ca_file.write_bytes(ca_cert.public_bytes(pem))
+        _private(self.directory / "ca.key", ca_key.private_bytes(pem, pkcs8, none))
+        _private(self.broker_pem, key.private_bytes(pem, pkcs8, none) + cert.public_bytes(pem))
+        passwords = {name: secrets.token_urlsafe(24) for name in (ADMIN, *SERVICES)}
+        _private(self.credentials_file, json.dumps(passwords, indent=1).encode())
+
+    def password(self, principal: str) -> str:
+        passwords: dict[str, str] = json.loads(self.credentials_file.read_text())
+        return passwords[principal]
+
+    def client_env(self, principal: str) -> dict[str, str]:
+        """``HANDSHAKE_KAFKA_*`` variables for a service or CLI running as ``principal``."""
+        return {
+            "HANDSHAKE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "HANDSHAKE_KAFKA_SASL_MECHANISM": MECHANISM,
+            "HANDSHAKE_KAFKA_USERNAME": principal,
+            "HANDSHAKE_KAFKA_PASSWORD": self.password(principal),
+            "HANDSHAKE_KAFKA_CA_FILE": str(self.ca_file),
+        }
+
+    def client_settings(self, principal: str, bootstrap: str) -> KafkaSettings:
+        env = self.client_env(principal)
+        return KafkaSettings(
+            kafka_bootstrap=bootstrap,
+            kafka_security_protocol="SASL_SSL",
+            kafka_username=principal,
+            kafka_password=SecretStr(env["HANDSHAKE_KAFKA_PASSWORD"]),
+            kafka_ca_file=self.ca_file,
+        )
+
+    def scram_format_args(self) -> list[str]:
+        """``kafka-storage format`` arguments that store every service's SCRAM credential."""
+        out = []
+        for name in (ADMIN, *SERVICES):
+            out += ["--add-scram", f"{MECHANISM}=[name={name},password={self.password(name)}]"]
+        return out
+
+    def broker_properties(self, port: int, controller_port: int) -> dict[str, str]:
+        admin = self.password(ADMIN)
+        return {
+            "listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"SASL_SSL://127.0.0.1:{port}",
+            "inter.broker.listener.name": "SASL_SSL",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": MECHANISM,
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required"
+                f' username="{ADMIN}" password="{admin}";'
+            ),
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required"
+                f' username="{ADMIN}" password="{admin}" user_{ADMIN}="{admin}";'
+            ),
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self.broker_pem),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.ca_file),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": f"User:{ADMIN}",
+        }
+
+
+def _certificates() -> tuple[Any, Any, Any, Any]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Handshake local CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=825))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=825))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return ca_key, ca_cert, key, cert
+
+
+# --- ACLs: topics as code -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class Rule:
+    """One ALLOW ACL: ``principal`` may ``operation`` on ``resource`` ``name`` (a prefix when
+    ``prefixed``), from any host."""
+
+    principal: str
+    operation: str  # READ, WRITE, CREATE, DESCRIBE, DESCRIBE_CONFIGS, IDEMPOTENT_WRITE, ALL
+    resource: str  # TOPIC, GROUP, CLUSTER, TRANSACTIONAL_ID
+    name: str
+    prefixed: bool = False
+
+    def __str__(self) -> str:
+        pattern = f"{self.name}*" if self.prefixed else self.name
+        return f"User:{self.principal} {self.operation} {self.resource}:{pattern}"
+
+
+def acl_rules(settings: KafkaSettings, app_id: str = "handshake-aggregator") -> list[Rule]:
+    """What each service principal may do, and nothing more."""
+    events, partners = settings.events_topic, settings.partners_topic
+    stats, dead = settings.pair_stats_topic, settings.dead_letter_topic
+    declared = (events, partners, stats, dead)
+    rules: list[Rule] = []
+    for service in ("handshake-ingest", "handshake-aggregator", "handshake-api"):
+        # at start every service checks the declared topics' partitions and policies
+        rules += [Rule(service, op, "TOPIC", t) for t in declared for op in ("DESCRIBE", "DESCRIBE_CONFIGS")]
+    rules += [
+        Rule("handshake-ingest", "WRITE", "TOPIC", events),
+        Rule("handshake-ingest", "READ", "TOPIC", events),  # the follower: revisions already stored
+        Rule("handshake-ingest", "READ", "TOPIC", partners),
+        Rule("handshake-ingest", "IDEMPOTENT_WRITE", "CLUSTER", "kafka-cluster"),
+        Rule("handshake-aggregator", "READ", "TOPIC", events),
+        Rule("handshake-aggregator", "WRITE", "TOPIC", stats),
+        Rule("handshake-aggregator", "DESCRIBE", "TOPIC", stats),
+        Rule("handshake-aggregator", "WRITE", "TOPIC", dead),
+        Rule("handshake-aggregator", "ALL", "TOPIC", f"{app_id}-", prefixed=True),  # changelogs, partials
+        Rule("handshake-aggregator", "ALL", "GROUP", app_id),
+        Rule("handshake-aggregator", "IDEMPOTENT_WRITE", "CLUSTER", "kafka-cluster"),
+        Rule("handshake-api", "READ", "TOPIC", events),
+        Rule("handshake-api", "READ", "TOPIC", stats),
+        Rule("handshake-partners", "WRITE", "TOPIC", partners),
+        Rule("handshake-partners", "READ", "TOPIC", partners),
+        Rule("handshake-partners", "DESCRIBE", "TOPIC", partners),
+        Rule("handshake-partners", "IDEMPOTENT_WRITE", "CLUSTER", "kafka-cluster"),
+    ]
+    return sorted(set(rules))
+
+
+def analyst_rules(settings: KafkaSettings, name: str) -> list[Rule]:
+    """An analyst reads the public topics and uses consumer groups named ``analyst-<name>.*``."""
+    principal = ANALYST_PREFIX + name
+    rules = [
+        Rule(principal, op, "TOPIC", getattr(settings, field))
+        for field in PUBLIC_TOPICS
+        for op in ("READ", "DESCRIBE")
+    ]
+    rules.append(Rule(principal, "READ", "GROUP", f"{principal}.", prefixed=True))
+    return rules
