@@ -104,12 +104,12 @@ def kafka_topics(
         from handshake.broker import Cluster
 
         cluster = Cluster(data_dir)
+        settings = settings.model_copy(update={"kafka_bootstrap": cluster.bootstrap})
         secured = cluster.secure
         if secured:
-            admin = cluster.admin_settings()
-            settings = settings.model_copy(
-                update={k: getattr(admin, k) for k in admin.model_fields if k.startswith("kafka_")}
-            )
+            from handshake.security import ADMIN
+
+            settings = cluster.secrets.login(settings, ADMIN)
     if bootstrap:
         settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
     _declare(settings, replication_factor, secured=secured)

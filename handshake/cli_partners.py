@@ -40,10 +40,8 @@ def _settings() -> IngestSettings:
         if (candidate / "layout").exists():
             cluster = Cluster(candidate)
             if cluster.secure:
-                secured = cluster.secrets.client_settings("handshake-partners", cluster.bootstrap)
-                return settings.model_copy(
-                    update={k: getattr(secured, k) for k in secured.model_fields if k.startswith("kafka_")}
-                )
+                on_cluster = settings.model_copy(update={"kafka_bootstrap": cluster.bootstrap})
+                return cluster.secrets.login(on_cluster, "handshake-partners")
     return settings
 
 

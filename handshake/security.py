@@ -26,12 +26,13 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
 from handshake.settings import KafkaSettings
 
+S = TypeVar("S", bound=KafkaSettings)
 MECHANISM = "SCRAM-SHA-512"
 ADMIN = "admin"
 SERVICES = ("handshake-ingest", "handshake-aggregator", "handshake-api", "handshake-partners")
@@ -99,13 +100,18 @@ class Secrets:
         }
 
     def client_settings(self, principal: str, bootstrap: str) -> KafkaSettings:
-        env = self.client_env(principal)
-        return KafkaSettings(
-            kafka_bootstrap=bootstrap,
-            kafka_security_protocol="SASL_SSL",
-            kafka_username=principal,
-            kafka_password=SecretStr(env["HANDSHAKE_KAFKA_PASSWORD"]),
-            kafka_ca_file=self.ca_file,
+        return self.login(KafkaSettings(kafka_bootstrap=bootstrap), principal)
+
+    def login(self, settings: S, principal: str) -> S:
+        """``settings`` (any service's) as ``principal`` on this broker: SASL_SSL, its password, the CA."""
+        return settings.model_copy(
+            update={
+                "kafka_security_protocol": "SASL_SSL",
+                "kafka_sasl_mechanism": MECHANISM,
+                "kafka_username": principal,
+                "kafka_password": SecretStr(self.password(principal)),
+                "kafka_ca_file": self.ca_file,
+            }
         )
 
     def scram_format_args(self) -> list[str]:

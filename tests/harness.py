@@ -21,6 +21,7 @@ from typing import IO
 import httpx
 
 from handshake.broker import free_port
+from handshake.security import Secrets
 from handshake.settings import KafkaSettings
 
 EXE = str(Path(sys.executable).parent / "handshake")
@@ -109,7 +110,15 @@ class Service:
 class Harness:
     """ingest, aggregator worker(s) and api on their own topics, as real processes."""
 
-    def __init__(self, bootstrap: str, workdir: Path, settings: KafkaSettings | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        workdir: Path,
+        settings: KafkaSettings | None = None,
+        secrets: Secrets | None = None,
+    ) -> None:
+        """``secrets``: a secured broker's; each service then runs as its own principal."""
+        self.secrets = secrets
         tag = uuid.uuid4().hex[:8]
         self.settings = settings or KafkaSettings(
             kafka_bootstrap=bootstrap,
@@ -151,6 +160,8 @@ class Harness:
             env["HANDSHAKE_PORT"] = str(port)
         if kind == "api":
             env["HANDSHAKE_API_DATA_DIR"] = str(self.api_data(name))
+        if self.secrets is not None:
+            env.update(self.secrets.client_env(f"handshake-{kind}"))
         env.update(extra or {})
         service = Service(name=name, env=env, port=port, log_path=self.workdir / "logs" / f"{name}.log")
         self.services[name] = service
@@ -179,7 +190,10 @@ class Harness:
     def partner(self, name: str, rate: float = 10_000.0) -> tuple[str, str]:
         from services.ingest.partners import create_partner
 
-        return create_partner(self.settings, name, rate=rate)
+        settings = self.settings
+        if self.secrets is not None:  # the partners CLI's principal, alone allowed to write them
+            settings = self.secrets.login(settings, "handshake-partners")
+        return create_partner(settings, name, rate=rate)
 
     def stop(self) -> None:
         for service in reversed(list(self.services.values())):
