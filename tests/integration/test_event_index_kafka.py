@@ -158,7 +158,10 @@ def test_mixed_load_reconciles_then_restart_resumes_and_a_lost_file_is_rebuilt(
     service.stop()
     with httpx.Client(base_url=platform["ingest"].url, headers={"Authorization": f"Bearer {key}"}) as c:
         for k, doc in list(before.items())[:30]:
-            body = {f: doc[f] for f in EVENT if f in doc} | {"revision": doc["revision"] + 1, "title": f"Backlog {k}"}
+            body = {f: doc[f] for f in EVENT if f in doc} | {
+                "revision": doc["revision"] + 1,
+                "title": f"Backlog {k}",
+            }
             assert c.post("/v1/events", json=body).status_code == 202, body
     service.start().wait_ready(60)
     after = all_events(api)

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import AliasChoices, AliasPath
 from pydantic_settings import BaseSettings
 
+from handshake.security import acl_rules
 from handshake.settings import KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -340,3 +341,33 @@ def test_every_dashboard_file_ships_in_the_package() -> None:
         str(p.relative_to(static)) for p in files if not any(fnmatch.fnmatch(p.name, g) for g in patterns)
     ]
     assert not missing, f"add a package-data pattern for {missing}"
+
+
+def test_least_privilege_acls() -> None:
+    """Who may write and read what on a secured broker (handshake.security.acl_rules)."""
+    from handshake.security import analyst_rules
+
+    settings = KafkaSettings()
+    rules = acl_rules(settings)
+    writers: dict[str, set[str]] = {r.name: set() for r in rules}
+    for r in rules:
+        if r.operation in ("WRITE", "ALL") and r.resource == "TOPIC":
+            writers[r.name].add(r.principal)
+    assert writers[settings.events_topic] == {"handshake-ingest"}
+    assert writers[settings.partners_topic] == {"handshake-partners"}
+    assert writers[settings.pair_stats_topic] == {"handshake-aggregator"}
+    assert writers[settings.dead_letter_topic] == {"handshake-aggregator"}
+    readers_of_partners = {
+        r.principal for r in rules if r.name == settings.partners_topic and r.operation == "READ"
+    }
+    assert readers_of_partners == {"handshake-ingest", "handshake-partners"}
+    assert not [r for r in rules if r.principal == "admin"]  # the super user needs none
+    ana = analyst_rules(settings, "ana")
+    assert {r.operation for r in ana} == {"READ", "DESCRIBE"}
+    assert {r.name for r in ana if r.resource == "TOPIC"} == {
+        settings.events_topic,
+        settings.pair_stats_topic,
+        settings.dead_letter_topic,
+    }
+    (group,) = [r for r in ana if r.resource == "GROUP"]
+    assert group.prefixed and group.name == "analyst-ana."
