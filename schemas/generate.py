@@ -181,12 +181,31 @@ def asyncapi() -> dict[str, Any]:
             "local": {
                 "host": "127.0.0.1:9092",
                 "protocol": "kafka",
-                "description": "the local broker started by `handshake up` / `handshake kafka start`",
-            }
+                "description": "the open local broker started by `handshake up` / `handshake kafka start`"
+                " (no authentication: for one machine only)",
+            },
+            "secured": {
+                "host": "127.0.0.1:9092",
+                "protocol": "kafka-secure",
+                "description": "a secured broker (`handshake up --secure`, compose, Kubernetes): TLS with"
+                " the deployment's CA, SASL/SCRAM-SHA-512; an analyst's credential (`handshake analysts"
+                " add NAME`) may read the events, pair-stats and dead-letter topics and use consumer"
+                " groups named `analyst-NAME.*`, nothing else",
+                "security": [{"$ref": "#/components/securitySchemes/scram"}],
+            },
         },
         "channels": channels,
         "operations": operations,
-        "components": {"schemas": schemas, "messages": messages},
+        "components": {
+            "schemas": schemas,
+            "messages": messages,
+            "securitySchemes": {
+                "scram": {
+                    "type": "scramSha512",
+                    "description": "SASL/SCRAM-SHA-512 over TLS; each client its own principal",
+                }
+            },
+        },
     }
 
 
