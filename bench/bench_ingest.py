@@ -40,9 +40,11 @@ import httpx  # noqa: E402
 import orjson  # noqa: E402
 from kafka import KafkaProducer  # noqa: E402
 
+from handshake.access import apply_rules  # noqa: E402
 from handshake.broker import free_port, temporary_cluster  # noqa: E402
+from handshake.security import S, Secrets, acl_rules  # noqa: E402
 from handshake.settings import KafkaSettings  # noqa: E402
-from handshake.topics import ensure_topics  # noqa: E402
+from handshake.topics import admin_client, ensure_topics  # noqa: E402
 from schemas.events import AcceptedEvent, parse_event  # noqa: E402
 from schemas.records import encode_event  # noqa: E402
 from services.ingest.partners import create_partner  # noqa: E402
@@ -68,13 +70,26 @@ def event(i: int, prefix: str) -> dict[str, Any]:
     }
 
 
+SECRETS: Secrets | None = None  # --secure: the temporary broker's (each client its own principal)
+
+
+def login(settings: S, principal: str) -> S:
+    """``settings`` as ``principal`` on a secured broker (unchanged on an open one)."""
+    return settings if SECRETS is None else SECRETS.login(settings, principal)
+
+
 @contextlib.contextmanager
-def broker() -> Iterator[str]:
+def broker(secure: bool = False) -> Iterator[str]:
+    global SECRETS
     env = os.environ.get("HANDSHAKE_KAFKA_BOOTSTRAP")
-    if env:
+    if env and not secure:
         yield env
         return
-    with tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp, temporary_cluster(Path(tmp)) as cluster:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp,
+        temporary_cluster(Path(tmp), secure=secure) as cluster,
+    ):
+        SECRETS = cluster.secrets if secure else None
         yield cluster.bootstrap
 
 
@@ -91,6 +106,7 @@ def ingest_process(settings: KafkaSettings, port: int) -> Iterator[str]:
             "HANDSHAKE_PORT": str(port),
             "HANDSHAKE_LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(ROOT),
+            **(SECRETS.client_env("handshake-ingest") if SECRETS else {}),
         }
     )
     proc = subprocess.Popen([sys.executable, "-m", "services.ingest.main"], env=env, cwd=ROOT)
@@ -193,6 +209,7 @@ def bench_raw_producer(settings: KafkaSettings, records: int) -> dict[str, Any]:
         enable_idempotence=True,
         linger_ms=ingest.linger_ms,
         batch_size=ingest.batch_bytes,
+        **login(settings, "admin").kafka_python_config(),  # secured: TLS and SCRAM as ingest's are
     )
     producer.partitions_for(settings.events_topic)
     started = time.perf_counter()
@@ -333,10 +350,16 @@ def main() -> None:
         default=[16, 32, 64, 80, 96],
         help="single-POST runs at these connection counts (comma-separated)",
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest.json")
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="a secured broker (SASL_SSL, SCRAM-SHA-512, ACLs): what TLS and authentication cost",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default: bench/results/ingest[_secure].json")
     args = parser.parse_args()
+    out = args.out or ROOT / "bench" / "results" / ("ingest_secure.json" if args.secure else "ingest.json")
 
-    with broker() as bootstrap:
+    with broker(args.secure) as bootstrap:
         tag = uuid.uuid4().hex[:8]
         settings = KafkaSettings(
             kafka_bootstrap=bootstrap,
@@ -349,8 +372,15 @@ def main() -> None:
         # that ingest does not follow, so the rounds can alternate with ingest running
         raw_settings = settings.model_copy(update={"events_topic": f"bench{tag}.raw-events.v1"})
         twin = [t for t in raw_settings.topic_specs() if t.name == raw_settings.events_topic]
-        ensure_topics(bootstrap, settings.topic_specs() + twin)
-        _, key = create_partner(settings, "Bench Partner", rate=1_000_000)
+        admin = login(settings, "admin")
+        ensure_topics(bootstrap, settings.topic_specs() + twin, security=admin.kafka_python_config())
+        if SECRETS is not None:
+            client = admin_client(bootstrap, security=admin.kafka_python_config())
+            try:
+                apply_rules(client, acl_rules(settings))
+            finally:
+                client.close()
+        _, key = create_partner(login(settings, "handshake-partners"), "Bench Partner", rate=1_000_000)
         with ingest_process(settings, free_port()) as url:
             warm_up(url, key)
             rounds = []
@@ -392,9 +422,10 @@ def main() -> None:
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
+        "secure": args.secure,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     print(orjson.dumps(result).decode(), flush=True)
 
 

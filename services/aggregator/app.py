@@ -30,7 +30,7 @@ from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas.records import RecordError, decode_event, encode_dead_letter, encode_pair_stats
-from services.aggregator import domain
+from services.aggregator import domain, hooks
 from services.aggregator.metrics import Metrics
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.store import Publisher, TableState
@@ -276,7 +276,7 @@ def unacknowledge(events: Sequence[EventT], unacked: Any) -> None:
 
 def start_offset(consumer: Any, tp: Any) -> int:
     """Where a partition's delivery starts in a consumer generation: its committed offset, or 0."""
-    return consumer._committed_offset.get(tp) or 0
+    return hooks.committed_offset(consumer, tp) or 0
 
 
 def seek_sources_after_recovery(consumer: Any, topics: set[str]) -> None:
@@ -287,18 +287,13 @@ def seek_sources_after_recovery(consumer: Any, topics: set[str]) -> None:
     streams but counted as read. Seeking every source partition again to its committed offset
     (or 0) at the end, with no await before faust resumes the flow, re-delivers them.
     """
-    if getattr(consumer, "_handshake_seek_sources", None) is not None:
-        return
-    original = consumer.perform_seek
 
-    async def perform_seek() -> None:
-        await original()
+    async def seek_sources() -> None:
         for tp in consumer.assignment():
             if tp.topic in topics:
                 await consumer.seek(tp, start_offset(consumer, tp))  # no I/O: aiokafka's seek is synchronous
 
-    consumer._handshake_seek_sources = perform_seek
-    consumer.perform_seek = perform_seek
+    hooks.wrap_perform_seek(consumer, seek_sources)
 
 
 UNIT_BYTES = 768 * 1024  # a stage-1 unit's writes, inside one 900 KiB producer batch
@@ -437,7 +432,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
         """The batch's events to process: current generation, no offset skipped before them."""
         consumer = cast(Any, app.consumer)
         generation = app.consumer_generation_id
-        ordered = in_generation(events, generation, consumer._unacked_messages)
+        ordered = in_generation(events, generation, hooks.unacked_messages(consumer))
         if len(ordered) < len(events):
             metrics.stale_dropped.inc(len(events) - len(ordered))
         pos = positions[stage]
@@ -457,7 +452,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
             if not learned or round_ == 63:
                 break
             pos.restore(before)  # and admit the batch again, knowing the holes
-        unacknowledge(dropped, consumer._unacked_messages)  # re-delivered after the seek
+        unacknowledge(dropped, hooks.unacked_messages(consumer))  # re-delivered after the seek
         for tp, offset in seeks.items():
             metrics.source_gaps.labels(stage).inc()
             log.warning(
@@ -559,7 +554,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
                 # committed offset (the next batch is cut at the gap and sought back)
                 log.exception("batch failed: its records will be read again", extra={"stage": stage})
                 metrics.batch_failures.labels(stage).inc()
-                unacknowledge(events, cast(Any, app.consumer)._unacked_messages)
+                unacknowledge(events, hooks.unacked_messages(app.consumer))
                 positions[stage].forget()
                 await asyncio.sleep(1.0)
 

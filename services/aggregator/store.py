@@ -22,17 +22,14 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from services.aggregator import hooks
+
 Item = tuple[bytes, bytes]
-
-
-def _aiokafka(app: Any) -> Any:
-    """The started aiokafka producer under faust's producer."""
-    return app.producer._ensure_producer()
 
 
 async def _send_in_order(app: Any, topic: str, partition: int, items: Sequence[Item]) -> int:
     """Send ``items`` to ``topic``/``partition`` as record batches, in order; the last offset."""
-    producer = _aiokafka(app)
+    producer = hooks.aiokafka_producer(app)
     last = -1
     batch = producer.create_batch()
     for key, value in items:
@@ -69,7 +66,7 @@ class TableState:
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         if self.rocks:
-            value = self.store._db_for_partition(partition).get(key)
+            value = hooks.rocksdb_partition(self.store, partition).get(key)
             return None if value is None else bytes(value)
         value = self.store.data.get(key)
         return None if value is None else bytes(value)
@@ -98,11 +95,11 @@ class TableState:
             for key, value in items:
                 batch.put(key, value)
             batch.put(self.store.offset_key, str(last).encode())
-            self.store._db_for_partition(partition).write(batch)
+            hooks.rocksdb_partition(self.store, partition).write(batch)
         else:
             for key, value in items:
                 self.store.data[key] = value
-                self.store._key_partition[key] = partition
+                hooks.note_key_partition(self.store, key, partition)
 
 
 class Publisher:
@@ -115,9 +112,9 @@ class Publisher:
     async def _partition_of(self, topic: str, key: bytes) -> int:
         cached = self._partition.get((topic, key))
         if cached is None:
-            producer = _aiokafka(self.app)
-            await producer.client._wait_on_metadata(topic)
-            cached = producer._partition(topic, None, key, None, key, None)
+            producer = hooks.aiokafka_producer(self.app)
+            await hooks.wait_on_metadata(producer, topic)
+            cached = hooks.default_partition(producer, topic, key)
             if len(self._partition) > 200_000:
                 self._partition.clear()
             self._partition[(topic, key)] = cached
