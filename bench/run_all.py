@@ -15,6 +15,7 @@ RESULTS = ROOT / "bench" / "results"
 README = ROOT / "bench" / "README.md"
 BENCHES = [
     "bench_ingest",
+    "bench_ingest_secure",
     "bench_aggregator",
     "bench_restart",
     "bench_api",
@@ -22,6 +23,8 @@ BENCHES = [
     "bench_events",
     "bench_dashboard",
 ]
+#: benchmarks that are another script run with arguments
+VARIANTS = {"bench_ingest_secure": ("bench_ingest", ["--secure"])}
 START, END = "<!-- results -->", "<!-- end results -->"
 
 
@@ -86,6 +89,23 @@ ROWS: list[tuple[str, str, str, str, str, str]] = [
         "≥ 1,500/s",
     ),
     ("ingest", "single POST p99, ms", "single_post.p99_ms", "", "", "≤ 100 ms"),
+    (
+        "ingest_secure",
+        "secured broker (SASL_SSL, SCRAM): batch endpoint, records/s",
+        "batch.records_per_s",
+        "raw kafka-python producer, secured",
+        "raw_producer.records_per_s",
+        "≥ 0.50x raw",
+    ),
+    (
+        "ingest_secure",
+        "secured broker: single POST, requests/s",
+        "single_post.requests_per_s",
+        "ingest /healthz",
+        "single_post.healthz_requests_per_s",
+        "≥ 1,500/s",
+    ),
+    ("ingest_secure", "secured broker: single POST p99, ms", "single_post.p99_ms", "", "", "≤ 100 ms"),
     (
         "aggregator",
         "events/s (one worker, 2 delegations)",
@@ -221,7 +241,16 @@ ROWS: list[tuple[str, str, str, str, str, str]] = [
 def render() -> str:
     loaded = {
         name: json.loads((RESULTS / f"{name}.json").read_text())
-        for name in ("ingest", "aggregator", "restart", "api", "latency", "events", "dashboard")
+        for name in (
+            "ingest",
+            "ingest_secure",
+            "aggregator",
+            "restart",
+            "api",
+            "latency",
+            "events",
+            "dashboard",
+        )
         if (RESULTS / f"{name}.json").exists()
     }
     lines = [
@@ -265,11 +294,12 @@ def main(argv: list[str]) -> int:
     only = args.benches or BENCHES
     failed = []
     for name in only:
-        script = ROOT / "bench" / f"{name}.py"
+        base, extra = VARIANTS.get(name, (name, []))
+        script = ROOT / "bench" / f"{base}.py"
         if not script.exists():
             continue
         print(f"==> {name}", flush=True)
-        if subprocess.run([sys.executable, str(script)], cwd=ROOT, check=False).returncode != 0:
+        if subprocess.run([sys.executable, str(script), *extra], cwd=ROOT, check=False).returncode != 0:
             failed.append(name)
     write_readme()
     print(render())
