@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from handshake.access import apply_rules
 from handshake.broker import Cluster, temporary_cluster
-from handshake.topics import ensure_topics
+from handshake.security import ADMIN, acl_rules
+from handshake.topics import admin_client, ensure_topics
 from tests.harness import Harness
 
 
@@ -20,9 +22,19 @@ def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def platform(own_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    """The platform on ``own_cluster``; on a secured one, each service as its own principal."""
     workdir: Path = tmp_path_factory.mktemp("faults-platform")
-    harness = Harness(own_cluster.bootstrap, workdir)
-    ensure_topics(own_cluster.bootstrap, harness.settings.topic_specs())
+    harness = Harness(
+        own_cluster.bootstrap, workdir, secrets=own_cluster.secrets if own_cluster.secure else None
+    )
+    admin = own_cluster.secrets.login(harness.settings, ADMIN) if own_cluster.secure else harness.settings
+    ensure_topics(own_cluster.bootstrap, harness.settings.topic_specs(), security=admin.kafka_python_config())
+    if own_cluster.secure:
+        client = admin_client(own_cluster.bootstrap, security=admin.kafka_python_config())
+        try:
+            apply_rules(client, acl_rules(harness.settings, app_id=harness.app_id))
+        finally:
+            client.close()
     harness.start_all()
     try:
         yield harness

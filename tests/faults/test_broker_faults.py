@@ -6,12 +6,13 @@ from __future__ import annotations
 import random
 import signal
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from handshake.broker import Cluster
+from handshake.broker import Cluster, temporary_cluster
 from tests.faults.common import record, scale, wait_until
 from tests.harness import Harness
 from tests.loadgen import LoadGenerator, ground_truth, wait_exact
@@ -21,9 +22,22 @@ pytestmark = pytest.mark.integration
 RATE = scale(40, 100)
 
 
+@pytest.fixture(scope="module", params=["open", "secured"])
+def own_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """Every scenario of this module runs on an open broker and again on a secured one (SASL_SSL,
+    SCRAM, ACLs): reconnecting after a broker fault includes TLS and authentication again."""
+    with temporary_cluster(
+        tmp_path_factory.mktemp("faults-kafka"), secure=request.param == "secured"
+    ) as cluster:
+        yield cluster
+
+
 @pytest.fixture(scope="module")
-def acknowledged() -> dict[tuple[str, str], dict[str, Any]]:
-    """The acknowledged events of every scenario in this module (they share one platform)."""
+def acknowledged(own_cluster: Cluster) -> dict[tuple[str, str], dict[str, Any]]:
+    """The acknowledged events of every scenario on ``own_cluster`` (they share one platform;
+    a fixture of its own per broker, open or secured)."""
     return {}
 
 
@@ -42,6 +56,8 @@ def _finish(
     timeout: float = 120,
 ) -> None:
     load.stop()
+    if platform.secrets is not None:
+        scenario += ", secured broker"
     acknowledged.update(load.outcomes.truth_events)
     truth = ground_truth(acknowledged)
     figures, seconds = wait_exact(platform["api"].url, truth, timeout)
