@@ -371,3 +371,20 @@ def test_least_privilege_acls() -> None:
     }
     (group,) = [r for r in ana if r.resource == "GROUP"]
     assert group.prefixed and group.name == "analyst-ana."
+
+
+def test_a_child_process_gets_the_kafka_password_but_logs_and_dumps_never_show_it() -> None:
+    from services.api.settings import ApiSettings
+
+    settings = ApiSettings(
+        kafka_security_protocol="SASL_SSL",
+        kafka_username="handshake-api",
+        kafka_password="s3cret-value-xyz",
+        kafka_ca_file=Path("/tmp/ca.pem"),
+    )
+    assert "s3cret-value-xyz" not in repr(settings) and "s3cret-value-xyz" not in settings.model_dump_json()
+    child = ApiSettings.model_validate_json(settings.for_child_process())
+    assert child.kafka_password is not None and child.kafka_password.get_secret_value() == "s3cret-value-xyz"
+    config = child.kafka_python_config()
+    assert config["sasl_plain_password"] == "s3cret-value-xyz" and config["security_protocol"] == "SASL_SSL"
+    assert ApiSettings().kafka_python_config() == {} and ApiSettings().aiokafka_config() == {}
