@@ -1,4 +1,4 @@
-"""Rebuilding the index from nothing: workers stage rows in files of their own, one transaction merges them.
+"""Rebuilding the index from nothing: workers stage rows in files of their own, one pass builds the file.
 
 A rebuild (a new, deleted or damaged file, or a recreated topic) reads the whole topic into an
 empty index. Written row by row, each event is an insert into five B-trees at places all over
@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 STAGED = f"seq INTEGER PRIMARY KEY, {EVENT_COLUMNS}, active INTEGER NOT NULL, ck_hi INTEGER NOT NULL, ck_lo INTEGER NOT NULL"
 _STAGED_COLUMNS = f"seq, {EVENT_COLUMNS}, active, ck_hi, ck_lo"
 _INSERT = f"INSERT INTO staged ({_STAGED_COLUMNS}) VALUES ({','.join('?' * 19)})"
+_DOC = [c.strip() for c in _STAGED_COLUMNS.split(",")].index("doc")  # in a staged row
 
 
 def staging_path(index: Path, name: int | str) -> Path:
@@ -94,7 +95,7 @@ class Stager:
     def _doc(self, seq: int) -> bytes:
         row = self.buffer.get(seq)
         if row is not None:
-            doc: bytes = row[15]
+            doc: bytes = row[_DOC]
             return doc
         return bytes(self.conn.execute("SELECT doc FROM staged WHERE seq = ?", (seq,)).fetchone()[0])
 
@@ -107,8 +108,9 @@ class Stager:
         self.conn.execute("BEGIN")
         for p in prepared:
             old = self.seen.get(p.key)
-            # the stored doc is read only when the rule needs it (equal revisions)
-            stored_doc = bytes if old is None else partial(self._doc, old[1])
+            # the stored doc is read only when the rule needs it (equal revisions); with nothing
+            # stored it is never read
+            stored_doc = partial(bytes) if old is None else partial(self._doc, old[1])
             verdict = decide(None if old is None else old[0], stored_doc, p)
             self.counts[verdict.value] += 1
             if verdict is not Verdict.applied:
