@@ -40,11 +40,11 @@ import httpx  # noqa: E402
 import orjson  # noqa: E402
 from kafka import KafkaProducer  # noqa: E402
 
-from handshake.access import apply_rules  # noqa: E402
+from handshake.access import declare  # noqa: E402
 from handshake.broker import free_port, temporary_cluster  # noqa: E402
 from handshake.security import S, Secrets, acl_rules  # noqa: E402
 from handshake.settings import KafkaSettings  # noqa: E402
-from handshake.topics import admin_client, ensure_topics  # noqa: E402
+from handshake.topics import ensure_topics  # noqa: E402
 from schemas.events import AcceptedEvent, parse_event  # noqa: E402
 from schemas.records import encode_event  # noqa: E402
 from services.ingest.partners import create_partner  # noqa: E402
@@ -375,11 +375,7 @@ def main() -> None:
         admin = login(settings, "admin")
         ensure_topics(bootstrap, settings.topic_specs() + twin, security=admin.kafka_python_config())
         if SECRETS is not None:
-            client = admin_client(bootstrap, security=admin.kafka_python_config())
-            try:
-                apply_rules(client, acl_rules(settings))
-            finally:
-                client.close()
+            declare(admin, acl_rules(settings))
         _, key = create_partner(login(settings, "handshake-partners"), "Bench Partner", rate=1_000_000)
         with ingest_process(settings, free_port()) as url:
             warm_up(url, key)

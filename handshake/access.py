@@ -23,6 +23,7 @@ from kafka.admin import (
 from handshake.errors import HandshakeError
 from handshake.security import ANALYST_PREFIX, SERVICES, Rule, analyst_rules
 from handshake.settings import KafkaSettings
+from handshake.topics import admin_client
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
@@ -70,6 +71,16 @@ def apply_rules(admin: KafkaAdminClient, rules: list[Rule]) -> list[Rule]:
         if result.get("failed"):
             raise HandshakeError(f"ACLs refused: {result['failed']}")
     return missing
+
+
+def declare(admin: KafkaSettings, rules: list[Rule]) -> list[Rule]:
+    """Apply ``rules`` on the broker that ``admin`` (the ``admin`` principal's login) reaches;
+    returns the rules it created."""
+    client = admin_client(admin.kafka_bootstrap, security=admin.kafka_python_config())
+    try:
+        return apply_rules(client, rules)
+    finally:
+        client.close()
 
 
 def _check_name(name: str) -> None:

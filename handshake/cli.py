@@ -125,15 +125,10 @@ def _declare(settings: KafkaSettings, replication_factor: int | None, *, secured
         settings.kafka_python_config(),
     )
     if secured:
-        from handshake.access import apply_rules
+        from handshake.access import declare
         from handshake.security import acl_rules
-        from handshake.topics import admin_client
 
-        admin = admin_client(settings.kafka_bootstrap, security=settings.kafka_python_config())
-        try:
-            created = apply_rules(admin, acl_rules(settings))
-        finally:
-            admin.close()
+        created = declare(settings, acl_rules(settings))
         for rule in created:
             typer.echo(f"acl       {rule}")
         typer.echo(f"acls      {len(acl_rules(settings))} declared, {len(created)} created")

@@ -193,14 +193,9 @@ class Platform:
         settings = self._settings(ADMIN)
         ensure_or_fail(self.cfg.bootstrap, settings.topic_specs(), security=settings.kafka_python_config())
         if self.cluster.secure:
-            from handshake.access import apply_rules
-            from handshake.topics import admin_client
+            from handshake.access import declare
 
-            admin = admin_client(self.cfg.bootstrap, security=settings.kafka_python_config())
-            try:
-                apply_rules(admin, acl_rules(settings))
-            finally:
-                admin.close()
+            declare(settings, acl_rules(settings))
         history_key = ""
         if self.cfg.demo:
             # the partners exist before ingest starts, so its readiness (partners topic read to

@@ -45,32 +45,30 @@ class KafkaSettings(BaseSettings):
     def secured(self) -> bool:
         return self.kafka_security_protocol == "SASL_SSL"
 
+    def _sasl_ssl(self) -> dict[str, Any]:
+        """The SASL arguments kafka-python and aiokafka name alike (both take these keywords)."""
+        return {
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": self.kafka_sasl_mechanism,
+            "sasl_plain_username": self.kafka_username,
+            "sasl_plain_password": self.kafka_password.get_secret_value() if self.kafka_password else None,
+        }
+
     def kafka_python_config(self) -> dict[str, Any]:
         """Keyword arguments that kafka-python's clients need to reach this broker."""
         if not self.secured:
             return {}
-        return {
-            "security_protocol": "SASL_SSL",
-            "sasl_mechanism": self.kafka_sasl_mechanism,
-            "sasl_plain_username": self.kafka_username,
-            "sasl_plain_password": self.kafka_password.get_secret_value() if self.kafka_password else None,
-            "ssl_cafile": str(self.kafka_ca_file) if self.kafka_ca_file else None,
-            "ssl_check_hostname": True,
-        }
+        ca = str(self.kafka_ca_file) if self.kafka_ca_file else None
+        return {**self._sasl_ssl(), "ssl_cafile": ca, "ssl_check_hostname": True}
 
     def aiokafka_config(self) -> dict[str, Any]:
-        """Keyword arguments that aiokafka's clients need to reach this broker."""
+        """Keyword arguments that aiokafka's clients (and faust's, through them) need."""
         if not self.secured:
             return {}
         from aiokafka.helpers import create_ssl_context
 
-        return {
-            "security_protocol": "SASL_SSL",
-            "sasl_mechanism": self.kafka_sasl_mechanism,
-            "sasl_plain_username": self.kafka_username,
-            "sasl_plain_password": self.kafka_password.get_secret_value() if self.kafka_password else None,
-            "ssl_context": create_ssl_context(cafile=str(self.kafka_ca_file) if self.kafka_ca_file else None),
-        }
+        ca = str(self.kafka_ca_file) if self.kafka_ca_file else None
+        return {**self._sasl_ssl(), "ssl_context": create_ssl_context(cafile=ca)}
 
     def for_child_process(self) -> str:
         """These settings as JSON for a worker process, the password included (JSON dumps of a

@@ -318,15 +318,12 @@ def _credentials(settings: AggregatorSettings) -> faust.SASLCredentials | None:
     """SCRAM over TLS for faust's consumer, producer and admin client (None: an open broker)."""
     if not settings.secured:
         return None
-    from aiokafka.helpers import create_ssl_context
-
+    config = settings.aiokafka_config()  # what the log probe's aiokafka consumer gets too
     return faust.SASLCredentials(
-        username=settings.kafka_username,
-        password=settings.kafka_password.get_secret_value() if settings.kafka_password else None,
-        mechanism=settings.kafka_sasl_mechanism,
-        ssl_context=create_ssl_context(
-            cafile=str(settings.kafka_ca_file) if settings.kafka_ca_file else None
-        ),
+        username=config["sasl_plain_username"],
+        password=config["sasl_plain_password"],
+        mechanism=config["sasl_mechanism"],
+        ssl_context=config["ssl_context"],
     )
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from handshake.access import apply_rules
+from handshake.access import declare
 from handshake.broker import Cluster, temporary_cluster
 from handshake.security import ADMIN, acl_rules
-from handshake.topics import admin_client, ensure_topics
+from handshake.topics import ensure_topics
 from tests.harness import Harness
 
 
@@ -30,11 +30,7 @@ def platform(own_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> 
     admin = own_cluster.secrets.login(harness.settings, ADMIN) if own_cluster.secure else harness.settings
     ensure_topics(own_cluster.bootstrap, harness.settings.topic_specs(), security=admin.kafka_python_config())
     if own_cluster.secure:
-        client = admin_client(own_cluster.bootstrap, security=admin.kafka_python_config())
-        try:
-            apply_rules(client, acl_rules(harness.settings, app_id=harness.app_id))
-        finally:
-            client.close()
+        declare(admin, acl_rules(harness.settings, app_id=harness.app_id))
     harness.start_all()
     try:
         yield harness

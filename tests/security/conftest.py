@@ -60,11 +60,16 @@ def ingest_process(kafka_settings: KafkaSettings, tmp_path: Path) -> Iterator[Ca
     harness.stop()
 
 
-def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
-    """Every record of ``topic`` up to its current end offsets (raw: key, value, headers)."""
+def read_topic(
+    bootstrap: str, topic: str, timeout: float = 30.0, login: dict[str, Any] | None = None
+) -> list[Any]:
+    """Every record of ``topic`` up to its current end offsets (raw: key, value, headers);
+    ``login``: a client's SASL/TLS arguments on a secured broker."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        **{"bootstrap_servers": bootstrap, "group_id": None, "enable_auto_commit": False, **(login or {})}
+    )
     try:
         deadline = time.monotonic() + timeout
         while not (parts := consumer.partitions_for_topic(topic)):

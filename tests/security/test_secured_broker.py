@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import (
     GroupAuthorizationFailedError,
     KafkaError,
@@ -34,6 +34,7 @@ from handshake.settings import KafkaSettings
 from handshake.topics import admin_client, ensure_or_fail
 from tests.harness import Harness
 from tests.samples import EVENT
+from tests.security.conftest import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -49,11 +50,7 @@ def platform(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
     harness = Harness(cluster.bootstrap, tmp_path_factory.mktemp("secured-platform"), secrets=cluster.secrets)
     admin = cluster.secrets.login(harness.settings, ADMIN)
     ensure_or_fail(admin.kafka_bootstrap, admin.topic_specs(), security=admin.kafka_python_config())
-    client = admin_client(admin.kafka_bootstrap, security=admin.kafka_python_config())
-    try:
-        access.apply_rules(client, acl_rules(harness.settings, app_id=harness.app_id))
-    finally:
-        client.close()
+    access.declare(admin, acl_rules(harness.settings, app_id=harness.app_id))
     # the partner exists before ingest starts: its readiness covers it (created after, the first
     # push could beat ingest's follower to it)
     harness.secured_partner = harness.partner("secured-partner")  # type: ignore[attr-defined]
@@ -88,25 +85,8 @@ KCAT: dict[str, Any] = {"capture_output": True, "text": True, "timeout": 60}
 
 
 def read_all(config: dict[str, Any], topic: str, timeout: float = 30.0) -> list[Any]:
-    """Every record of ``topic`` up to its end offsets (no consumer group)."""
-    consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **config)
-    try:
-        deadline = time.monotonic() + timeout
-        while not (parts := consumer.partitions_for_topic(topic)):
-            assert time.monotonic() < deadline, f"no partitions visible for {topic}"
-            time.sleep(0.2)
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        out: list[Any] = []
-        while any(consumer.position(tp) < end for tp, end in ends.items()):
-            assert time.monotonic() < deadline, f"timed out reading {topic}"
-            for batch in consumer.poll(timeout_ms=300).values():
-                out.extend(batch)
-        return out
-    finally:
-        consumer.close()
+    """Every record of ``topic`` up to its end offsets, read with a client's ``config``."""
+    return read_topic(config["bootstrap_servers"], topic, timeout, login=config)
 
 
 def refused_write(config: dict[str, Any], topic: str) -> BaseException:
