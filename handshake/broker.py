@@ -31,6 +31,38 @@ STARTED_LINE = "Kafka Server started"
 DEFAULT_HEAP = "-Xms128m -Xmx512m"
 
 
+def node_properties(node_id: int, voters: str, log_dir: Path | str, replicas: int) -> dict[str, str]:
+    """A combined broker+controller node's settings, listeners aside (native and in containers)."""
+    min_isr = 2 if replicas == 3 else 1
+    return {
+        "process.roles": "broker,controller",
+        "node.id": str(node_id),
+        "controller.quorum.voters": voters,
+        "controller.listener.names": "CONTROLLER",
+        "log.dirs": str(log_dir),
+        "num.partitions": "1",
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": str(min_isr),
+        "offsets.topic.replication.factor": str(replicas),
+        "offsets.topic.num.partitions": "12",
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": str(min_isr),
+        "group.initial.rebalance.delay.ms": "0",
+        "auto.create.topics.enable": "true",
+        "log.cleaner.backoff.ms": "5000",
+        "log.segment.bytes": str(64 * 1024 * 1024),
+        "share.coordinator.state.topic.replication.factor": str(replicas),
+    }
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64, as Kafka's ``Uuid.randomUuid``."""
+    cid = "-"
+    while cid.startswith("-"):  # as Kafka's Uuid.randomUuid: "-..." reads as an option
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    return cid
+
+
 def lib_dir() -> Path:
     return Path(os.environ.get("HANDSHAKE_KAFKA_LIB", KAFKA_DIR / "lib"))
 
@@ -183,39 +215,19 @@ class Cluster:
         path = self.data_dir / "cluster.id"
         if path.exists():
             return path.read_text().strip()
-        cid = "-"
-        while cid.startswith("-"):  # as Kafka's Uuid.randomUuid: "-..." reads as an option
-            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cid = new_cluster_id()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(cid + "\n")
         return cid
 
     def _write_config(self, node: Node) -> None:
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
-        rf = len(self.nodes)
-        min_isr = 2 if rf == 3 else 1
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": str(node.node_id),
-            "controller.quorum.voters": voters,
+        props = node_properties(node.node_id, voters, node.directory / "data", len(self.nodes))
+        props |= {
             "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
-            "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "log.dirs": str(node.directory / "data"),
-            "num.partitions": "1",
-            "default.replication.factor": str(rf),
-            "min.insync.replicas": str(min_isr),
-            "offsets.topic.replication.factor": str(rf),
-            "offsets.topic.num.partitions": "12",
-            "transaction.state.log.replication.factor": str(rf),
-            "transaction.state.log.min.isr": str(min_isr),
-            "group.initial.rebalance.delay.ms": "0",
-            "auto.create.topics.enable": "true",
-            "log.cleaner.backoff.ms": "5000",
-            "log.segment.bytes": str(64 * 1024 * 1024),
-            "share.coordinator.state.topic.replication.factor": str(rf),
         }
         if self.secure:
             props.update(self.secrets.broker_properties(node.port, node.controller_port))

@@ -112,7 +112,47 @@ def kafka_topics(
             settings = cluster.secrets.login(settings, ADMIN)
     if bootstrap:
         settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
-    _declare(settings, replication_factor, secured=secured)
+    _declare(settings, replication_factor, secured=secured or settings.secured)
+
+
+def _owner(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    uid, _, gid = text.partition(":")
+    if not (uid.isdigit() and gid.isdigit()):
+        raise HandshakeError(f"owner {text!r}: expected UID:GID, e.g. 1000:1000")
+    return int(uid), int(gid)
+
+
+@kafka_app.command("secrets")
+def kafka_secrets(
+    directory: Path = typer.Argument(..., help="where the secrets live (created once, then reused)"),
+    host: list[str] = typer.Option(..., help="a name clients dial, put in the broker's certificate"),
+    listener: list[str] = typer.Option(
+        ..., help="NAME=BIND/ADVERTISED, e.g. SASL_SSL=:9092/kafka:9092 (the first is inter-broker)"
+    ),
+    controller: str = typer.Option("127.0.0.1:9093", help="the internal KRaft controller listener"),
+    log_dir: str = typer.Option("/var/lib/kafka/data", help="the broker's data folder in its container"),
+    mount: Path | None = typer.Option(None, help="where containers see DIRECTORY (default: itself)"),
+    broker_owner: str | None = typer.Option(None, help="UID:GID owning broker/ (run as root)"),
+    client_owner: str | None = typer.Option(None, help="UID:GID owning clients/ (run as root)"),
+) -> None:
+    """A secured broker's files for containers: broker/ (its settings, certificate, start script)
+    and clients/ (the CA, one password file per principal); see deploy/README.md."""
+    from handshake.kafka_secrets import Listener, export
+
+    layout = export(
+        directory,
+        hosts=tuple(host),
+        listeners=[Listener.parse(text) for text in listener],
+        controller=controller,
+        log_dir=log_dir,
+        mount=mount,
+        broker_owner=_owner(broker_owner),
+        client_owner=_owner(client_owner),
+    )
+    typer.echo(f"broker    {layout.broker} (seen as {layout.seen(layout.broker)})")
+    typer.echo(f"clients   {layout.clients} (seen as {layout.seen(layout.clients)})")
 
 
 def _declare(settings: KafkaSettings, replication_factor: int | None, *, secured: bool) -> None:

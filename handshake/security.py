@@ -37,10 +37,11 @@ MECHANISM = "SCRAM-SHA-512"
 ADMIN = "admin"
 SERVICES = ("handshake-ingest", "handshake-aggregator", "handshake-api", "handshake-partners")
 ANALYST_PREFIX = "analyst-"
+LOCAL_HOSTS = ("localhost", "127.0.0.1")
 PUBLIC_TOPICS = ("events_topic", "pair_stats_topic", "dead_letter_topic")  # KafkaSettings fields
 
 
-def _private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to a file only its owner can read (created 0600, never world-readable)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -63,27 +64,45 @@ class Secrets:
         return self.directory / "broker.pem"
 
     @property
+    def ca_key(self) -> Path:
+        return self.directory / "ca.key"
+
+    @property
     def credentials_file(self) -> Path:
         return self.directory / "credentials.json"
 
     def exists(self) -> bool:
         return self.credentials_file.exists() and self.ca_file.exists() and self.broker_pem.exists()
 
-    def create(self) -> None:
-        """A CA, the broker's certificate (127.0.0.1 and localhost) and the service passwords."""
+    def create(self, hosts: tuple[str, ...] = LOCAL_HOSTS) -> None:
+        """A CA, the broker's certificate for ``hosts`` and the service passwords."""
         self.directory.mkdir(parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)
-        ca_key, ca_cert, key, cert = _certificates()
+        ca_key, ca_cert = _ca()
         from cryptography.hazmat.primitives import serialization
 
         pem = serialization.Encoding.PEM
-        pkcs8 = serialization.PrivateFormat.PKCS8
-        none = serialization.NoEncryption()
         self.ca_file.write_bytes(ca_cert.public_bytes(pem))
-        _private(self.directory / "ca.key", ca_key.private_bytes(pem, pkcs8, none))
-        _private(self.broker_pem, key.private_bytes(pem, pkcs8, none) + cert.public_bytes(pem))
+        write_private(
+            self.ca_key, ca_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, _no_encryption())
+        )
+        self.issue_broker_certificate(hosts)
         passwords = {name: secrets.token_urlsafe(24) for name in (ADMIN, *SERVICES)}
-        _private(self.credentials_file, json.dumps(passwords, indent=1).encode())
+        write_private(self.credentials_file, json.dumps(passwords, indent=1).encode())
+
+    def issue_broker_certificate(self, hosts: tuple[str, ...]) -> None:
+        """(Re)issue the broker's key and certificate, for ``hosts`` (names or IP addresses)."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+        ca_cert = x509.load_pem_x509_certificate(self.ca_file.read_bytes())
+        key, cert = _broker_certificate(ca_key, ca_cert, hosts)
+        pem = serialization.Encoding.PEM
+        pkcs8 = serialization.PrivateFormat.PKCS8
+        write_private(
+            self.broker_pem, key.private_bytes(pem, pkcs8, _no_encryption()) + cert.public_bytes(pem)
+        )
 
     def password(self, principal: str) -> str:
         passwords: dict[str, str] = json.loads(self.credentials_file.read_text())
@@ -122,39 +141,71 @@ class Secrets:
         return out
 
     def broker_properties(self, port: int, controller_port: int) -> dict[str, str]:
-        admin = self.password(ADMIN)
-        return {
-            "listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-            "advertised.listeners": f"SASL_SSL://127.0.0.1:{port}",
-            "inter.broker.listener.name": "SASL_SSL",
-            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT",
-            "sasl.enabled.mechanisms": MECHANISM,
-            "sasl.mechanism.inter.broker.protocol": MECHANISM,
-            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
-                "org.apache.kafka.common.security.scram.ScramLoginModule required"
-                f' username="{ADMIN}" password="{admin}";'
-            ),
-            "sasl.mechanism.controller.protocol": "PLAIN",
-            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
-            "listener.name.controller.plain.sasl.jaas.config": (
-                "org.apache.kafka.common.security.plain.PlainLoginModule required"
-                f' username="{ADMIN}" password="{admin}" user_{ADMIN}="{admin}";'
-            ),
-            "ssl.keystore.type": "PEM",
-            "ssl.keystore.location": str(self.broker_pem),
-            "ssl.truststore.type": "PEM",
-            "ssl.truststore.location": str(self.ca_file),
-            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            "allow.everyone.if.no.acl.found": "false",
-            "super.users": f"User:{ADMIN}",
-        }
+        """The native broker's listeners: SASL_SSL on 127.0.0.1:``port``."""
+        return listener_properties(
+            {"SASL_SSL": (f"127.0.0.1:{port}", f"127.0.0.1:{port}")},
+            f"127.0.0.1:{controller_port}",
+            admin_password=self.password(ADMIN),
+            broker_pem=self.broker_pem,
+            ca_file=self.ca_file,
+        )
 
 
-def _certificates() -> tuple[Any, Any, Any, Any]:
+def listener_properties(
+    listeners: dict[str, tuple[str, str]],
+    controller: str,
+    *,
+    admin_password: str,
+    broker_pem: Path,
+    ca_file: Path,
+) -> dict[str, str]:
+    """A secured broker's listeners, natively or in a container.
+
+    ``listeners``: name → (bind ``host:port``, advertised ``host:port``), all SASL_SSL with SCRAM;
+    the first carries the inter-broker traffic. ``controller``: the KRaft controller's bind
+    address, SASL_PLAINTEXT with the broker's own PLAIN login (keep it on 127.0.0.1)."""
+    admin = admin_password
+    scram_login = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" password="{admin}";'
+    props = {
+        "listeners": ",".join(
+            [*(f"{n}://{bind}" for n, (bind, _) in listeners.items()), f"CONTROLLER://{controller}"]
+        ),
+        "advertised.listeners": ",".join(f"{n}://{adv}" for n, (_, adv) in listeners.items()),
+        "inter.broker.listener.name": next(iter(listeners)),
+        "listener.security.protocol.map": ",".join(
+            [*(f"{n}:SASL_SSL" for n in listeners), "CONTROLLER:SASL_PLAINTEXT"]
+        ),
+        "sasl.enabled.mechanisms": MECHANISM,
+        "sasl.mechanism.inter.broker.protocol": MECHANISM,
+        **{f"listener.name.{n.lower()}.scram-sha-512.sasl.jaas.config": scram_login for n in listeners},
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required"
+            f' username="{ADMIN}" password="{admin}" user_{ADMIN}="{admin}";'
+        ),
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(broker_pem),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(ca_file),
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": f"User:{ADMIN}",
+    }
+    return props
+
+
+def _no_encryption() -> Any:
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.NoEncryption()
+
+
+def _ca() -> tuple[Any, Any]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import NameOID
 
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -184,26 +235,37 @@ def _certificates() -> tuple[Any, Any, Any, Any]:
         )
         .sign(ca_key, hashes.SHA256())
     )
+    return ca_key, ca_cert
+
+
+def _broker_certificate(ca_key: Any, ca_cert: Any, hosts: tuple[str, ...]) -> tuple[Any, Any]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    now = dt.datetime.now(dt.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=825))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
-    return ca_key, ca_cert, key, cert
+    return key, cert
 
 
 # --- ACLs: topics as code -----------------------------------------------------------------

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.topics import (
@@ -37,9 +37,24 @@ class KafkaSettings(BaseSettings):
     kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
     kafka_username: str | None = Field(None, description="this service's principal on the broker")
     kafka_password: SecretStr | None = Field(None, description="never logged; from a 0600 file or a secret")
+    kafka_password_file: Path | None = Field(
+        None, description="a file holding the password (a mounted secret), read when no password is set"
+    )
     kafka_ca_file: Path | None = Field(
         None, description="PEM file of the CA that signed the broker's certificate"
     )
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> Self:
+        if self.kafka_password is None and self.kafka_password_file is not None:
+            try:
+                text = self.kafka_password_file.read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"kafka_password_file: cannot read it ({exc.strerror})") from None
+            if not text:
+                raise ValueError("kafka_password_file: the file is empty")
+            self.kafka_password = SecretStr(text)
+        return self
 
     @property
     def secured(self) -> bool:
