@@ -120,10 +120,22 @@ def image_repository(image: str) -> str:
     return image.rsplit(":", 1)[0] if ":" in image.split("/")[-1] else image
 
 
+def kafka_command(args: list[str]) -> dict[str, Any]:
+    """The parameters of ``handshake kafka <command> ...``, parsed by the real CLI (fails on a typo)."""
+    import typer.main
+
+    from handshake.cli import kafka_app
+
+    commands = getattr(typer.main.get_command(kafka_app), "commands", {})
+    assert args[1] in commands, f"'handshake kafka {args[1]}' is no command"
+    return dict(commands[args[1]].make_context(args[1], list(args[2:])).params)
+
+
 def check_handshake_args(args: list[str]) -> str | None:
     """The service a container runs, after asserting its arguments name a real CLI command."""
     assert args, "the container must say which command of the image to run"
-    if args[:2] == ["kafka", "topics"]:
+    if args[0] == "kafka" and args[1] in ("topics", "secrets"):
+        kafka_command(args)
         return None
     assert len(args) == 2 and args[0] == "serve", f"expected ['serve', <service>], got {args}"
     assert args[1] in service_names(), f"'handshake serve {args[1]}' is no service of {service_names()}"
@@ -261,6 +273,11 @@ def dockerfile_env() -> dict[str, str]:
                 key, _, value = token.partition("=")
                 env[key] = value
     return env
+
+
+def dockerfile_user() -> str:
+    """The numeric user the image runs as."""
+    return dict(final_stage()).get("USER", "root").split(":")[0]
 
 
 def test_dockerfile_builds_one_image_from_pyproject() -> None:

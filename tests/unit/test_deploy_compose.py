@@ -18,8 +18,10 @@ from tests.unit.test_deploy_common import (
     PORT_FIELDS,
     check_handshake_args,
     dockerfile_env,
+    dockerfile_user,
     effective,
     image_repository,
+    kafka_command,
     project_image,
     settings_class,
     unknown_env,
@@ -66,7 +68,7 @@ def handshake_services() -> dict[str, tuple[str, dict[str, Any]]]:
 
 def test_compose_parses_and_runs_each_service_once() -> None:
     assert set(handshake_services()) == set(CONTRACT_PORTS), "ingest, aggregator and api, once each"
-    assert {"kafka", "topics", "prometheus", "grafana"} <= set(services())
+    assert {"secrets", "kafka", "topics", "prometheus", "grafana"} <= set(services())
 
 
 @pytest.mark.parametrize("name", sorted(yaml.safe_load(COMPOSE.read_text())["services"]))
@@ -85,27 +87,76 @@ def test_every_image_is_known_or_built_from_the_dockerfile(name: str) -> None:
         assert ":" in image and not image.endswith(":latest"), f"{name}: pin the image tag ({image})"
 
 
-def test_kafka_is_a_single_kraft_node_with_a_healthcheck() -> None:
-    kafka = services()["kafka"]
+def secrets_job() -> dict[str, Any]:
+    """The ``secrets`` job's ``handshake kafka secrets`` parameters, parsed by the real CLI."""
+    return kafka_command(services()["secrets"]["command"])
+
+
+def mounts(svc: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """target → (source, mode) of a compose service's volumes."""
+    out = {}
+    for volume in svc.get("volumes", []):
+        source, target, *mode = str(volume).split(":")
+        out[target] = (source, mode[0] if mode else "rw")
+    return out
+
+
+def test_kafka_is_a_secured_single_kraft_node_with_a_healthcheck() -> None:
+    from handshake.kafka_secrets import STORAGE_TOOL, Listener
+
+    kafka, job = services()["kafka"], secrets_job()
     assert kafka["image"] == "apache/kafka:3.9.1"
-    env = env_of(kafka)
-    for key in (
-        "KAFKA_NODE_ID",
-        "KAFKA_PROCESS_ROLES",
-        "KAFKA_LISTENERS",
-        "KAFKA_ADVERTISED_LISTENERS",
-        "KAFKA_CONTROLLER_QUORUM_VOTERS",
-        "KAFKA_CONTROLLER_LISTENER_NAMES",
-        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
-    ):
-        assert key in env, key
-    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
-    assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
-    assert "kafka-broker-api-versions.sh" in " ".join(kafka["healthcheck"]["test"])
-    advertised = env["KAFKA_ADVERTISED_LISTENERS"]
-    for svc in built().values():
+    assert job["directory"] == PurePosixPath("/etc/handshake/secrets") and job["mount"] is None
+    assert kafka["depends_on"]["secrets"]["condition"] == "service_completed_successfully"
+    assert services()["secrets"].get("restart", "no") == "no"
+    # the broker runs the generated start script, from the secrets volume, read-only
+    assert kafka["command"] == ["/bin/bash", f"{job['directory']}/broker/start.sh"]
+    source = mounts(services()["secrets"])[str(job["directory"])][0]
+    assert mounts(kafka)[str(job["directory"])] == (source, "ro")
+    assert STORAGE_TOOL.startswith("/opt/kafka/bin/")
+    # the broker's files belong to the image's appuser, the clients' to the handshake image's user
+    assert job["broker_owner"] == "1000:1000"
+    assert job["client_owner"] == "{0}:{0}".format(dockerfile_user())
+    # every service dials an advertised listener, whose host the certificate names
+    listeners = [Listener.parse(text) for text in job["listener"]]
+    advertised = {lst.advertised for lst in listeners}
+    for name, svc in built().items():
+        if name == "secrets":
+            continue
         bootstrap = env_of(svc)["HANDSHAKE_KAFKA_BOOTSTRAP"]
-        assert f"//{bootstrap}" in advertised, f"{bootstrap} is not an advertised listener ({advertised})"
+        assert bootstrap in advertised, f"{name}: {bootstrap} is not advertised ({advertised})"
+        assert bootstrap.rsplit(":", 1)[0] in job["host"], f"the certificate does not name {bootstrap}"
+    # the host listener is published on the port it advertises
+    host = next(lst for lst in listeners if lst.advertised.startswith("localhost:"))
+    assert kafka["ports"] == [f"${{KAFKA_HOST_PORT:-9092}}:{host.bind.rsplit(':', 1)[1]}"]
+    assert host.advertised == "localhost:${KAFKA_HOST_PORT:-9092}"
+    # the controller stays inside the container; the data dir is the named volume
+    assert job["controller"].startswith("127.0.0.1:")
+    assert mounts(kafka)[job["log_dir"]][0] in compose()["volumes"]
+    check = " ".join(kafka["healthcheck"]["test"])
+    assert "kafka-broker-api-versions.sh" in check
+    assert f"--command-config {job['directory']}/broker/admin.properties" in check
+
+
+@pytest.mark.parametrize(
+    "name", sorted(n for n, s in yaml.safe_load(COMPOSE.read_text())["services"].items() if "build" in s)
+)
+def test_each_container_logs_in_as_its_own_principal_from_its_password_file(name: str) -> None:
+    from handshake.security import ADMIN
+
+    if name == "secrets":
+        return  # it makes the secrets; it talks to no broker
+    svc, job = built()[name], secrets_job()
+    env = env_of(svc)
+    service = runs(svc)
+    principal = ADMIN if service is None else f"handshake-{service}"
+    clients = f"{job['directory']}/clients"
+    assert env["HANDSHAKE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert env["HANDSHAKE_KAFKA_USERNAME"] == principal
+    assert env["HANDSHAKE_KAFKA_PASSWORD_FILE"] == f"{clients}/{principal}"
+    assert env["HANDSHAKE_KAFKA_CA_FILE"] == f"{clients}/ca.pem"
+    assert "HANDSHAKE_KAFKA_PASSWORD" not in env, "passwords come from the secrets volume, never the file"
+    assert mounts(svc)[str(job["directory"])][1] == "ro"
 
 
 def test_topics_job_declares_topics_after_kafka_is_healthy() -> None:
@@ -192,3 +243,42 @@ def test_prometheus_scrapes_the_compose_services_on_their_ports() -> None:
 
 def test_compose_paths_are_relative_to_the_compose_file() -> None:
     assert Path(COMPOSE.parent / "../..").resolve() == DOCKERFILE.parent
+
+
+def test_every_secret_file_compose_names_is_one_the_secrets_job_writes(tmp_path: Path) -> None:
+    """Run the job's ``handshake kafka secrets`` (into tmp_path, seen at the job's directory) and
+    find there every file the compose services name: start script, health check login, CA,
+    password files; the broker's settings point at its certificate where the broker sees it."""
+    from handshake.kafka_secrets import Listener, export
+
+    job = secrets_job()
+    mount = Path(job["directory"])
+    export(
+        tmp_path,
+        hosts=tuple(job["host"]),
+        listeners=[Listener.parse(text) for text in job["listener"]],
+        controller=job["controller"],
+        log_dir=job["log_dir"],
+        mount=mount,
+    )
+
+    def local(seen: str) -> Path:
+        return tmp_path / Path(seen).relative_to(mount)
+
+    named = [services()["kafka"]["command"][1]]
+    named += [
+        w for w in " ".join(services()["kafka"]["healthcheck"]["test"]).split() if w.startswith(str(mount))
+    ]
+    for svc in built().values():
+        env = env_of(svc)
+        named += [env[k] for k in ("HANDSHAKE_KAFKA_PASSWORD_FILE", "HANDSHAKE_KAFKA_CA_FILE") if k in env]
+    assert len(named) >= 2 + 2 * 4
+    for path in named:
+        assert local(path).is_file(), f"compose names {path}, which the secrets job does not write"
+    props = dict(
+        line.split("=", 1) for line in (tmp_path / "broker" / "server.properties").read_text().splitlines()
+    )
+    assert local(props["ssl.keystore.location"]).is_file()
+    assert props["log.dirs"] == job["log_dir"]
+    assert props["advertised.listeners"] == "SASL_SSL://kafka:9092,HOST://localhost:${KAFKA_HOST_PORT:-9092}"
+    assert props["allow.everyone.if.no.acl.found"] == "false"

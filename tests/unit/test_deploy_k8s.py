@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +26,7 @@ from tests.unit.test_deploy_common import (
     effective,
     env_fields,
     image_repository,
+    kafka_command,
     project_image,
     unknown_env,
 )
@@ -119,15 +122,111 @@ def test_every_document_parses_with_kind_and_name() -> None:
         assert "namespace" not in doc["metadata"], "the kustomization sets the namespace"
 
 
+def secrets_command() -> list[str]:
+    """The ``handshake kafka secrets`` line kustomization.yaml tells operators to run first."""
+    lines = [
+        line.removeprefix("#").strip()
+        for line in (K8S / "kustomization.yaml").read_text().splitlines()
+        if line.removeprefix("#").strip().startswith("handshake kafka secrets ")
+    ]
+    assert len(lines) == 1, "kustomization.yaml says how to make deploy/k8s/secrets, once"
+    return shlex.split(lines[0])[1:]
+
+
+def make_secrets(where: Path) -> tuple[dict[str, Any], Path]:
+    """A copy of deploy/k8s in ``where`` with its secrets made by the documented command."""
+    from handshake.kafka_secrets import Listener, export
+
+    copy = where / "k8s"
+    shutil.copytree(K8S, copy, ignore=shutil.ignore_patterns("secrets"))
+    args = secrets_command()
+    params = kafka_command(args)
+    assert params["directory"] == Path("deploy/k8s/secrets")
+    export(
+        copy / "secrets",
+        hosts=tuple(params["host"]),
+        listeners=[Listener.parse(text) for text in params["listener"]],
+        controller=params["controller"],
+        log_dir=params["log_dir"],
+        mount=params["mount"],
+    )
+    return params, copy
+
+
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
-def test_kubectl_kustomize_builds() -> None:
+def test_kubectl_kustomize_builds_with_the_secrets_made_as_documented(tmp_path: Path) -> None:
+    params, copy = make_secrets(tmp_path)
     out = subprocess.run(
-        ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=30, check=False
+        ["kubectl", "kustomize", str(copy)], capture_output=True, text=True, timeout=30, check=False
     )
     assert out.returncode == 0, out.stderr
     built = [d for d in yaml.safe_load_all(out.stdout) if d]
-    assert len(built) == len(documents())
+    secrets = {d["metadata"]["name"].rsplit("-", 1)[0]: d for d in built if d["kind"] == "Secret"}
+    assert set(secrets) == {"kafka-broker", "kafka-clients"}
+    assert len(built) == len(documents()) + 2
     assert all(d["metadata"].get("namespace", "handshake") == "handshake" for d in built)
+    # every Secret item a pod mounts exists, under the hashed name kustomize gave it
+    for doc in built:
+        if doc["kind"] not in (*WORKLOADS, "Job"):
+            continue
+        for volume in pod_spec(doc).get("volumes", []):
+            if "secret" not in volume:
+                continue
+            secret = next(
+                s for s in secrets.values() if s["metadata"]["name"] == volume["secret"]["secretName"]
+            )
+            for item in volume["secret"].get("items", []):
+                assert item["key"] in secret["data"], (doc["metadata"]["name"], item["key"])
+    # the broker's settings: advertised where the clients dial, and its files where it mounts them
+    props = dict(
+        line.split("=", 1) for line in (copy / "secrets/broker/server.properties").read_text().splitlines()
+    )
+    assert props["ssl.keystore.location"] == f"{params['mount']}/broker/broker.pem"
+    bootstrap = config_maps()["handshake-config"]["HANDSHAKE_KAFKA_BOOTSTRAP"]
+    advertised = props["advertised.listeners"].split("//", 1)[1]
+    for host in (bootstrap.rsplit(":", 1)[0], advertised.rsplit(":", 1)[0], "localhost"):
+        assert host in params["host"], f"the broker's certificate does not name {host}"
+
+
+def secret_volume(doc: dict[str, Any], container: dict[str, Any], secret: str) -> tuple[str, list[str]]:
+    """(mount path, keys) of the Secret ``secret`` in a container."""
+    volume = next(v for v in pod_spec(doc)["volumes"] if v.get("secret", {}).get("secretName") == secret)
+    mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+    assert mount.get("readOnly") is True
+    keys = [item["key"] for item in volume["secret"].get("items", [])]
+    return mount["mountPath"], keys
+
+
+def test_kafka_runs_the_generated_start_script_from_its_secret() -> None:
+    params = kafka_command(secrets_command())
+    kafka = next(d for d in of_kind("StatefulSet") if d["metadata"]["name"] == "kafka")
+    container = pod_spec(kafka)["containers"][0]
+    path, keys = secret_volume(kafka, container, "kafka-broker")
+    assert path == f"{params['mount']}/broker" and keys == []
+    assert container["command"] == ["/bin/bash", f"{path}/start.sh"]
+    assert pod_spec(kafka)["securityContext"]["fsGroup"] == 1000  # the image's appuser reads 0440
+    assert params["controller"].startswith("127.0.0.1:")
+    service = next(s for s in of_kind("Service") if s["metadata"]["name"] == "kafka")
+    assert [p["port"] for p in service["spec"]["ports"]] == [9092], "the controller listener stays inside"
+
+
+def test_each_container_logs_in_as_its_own_principal_with_only_its_password() -> None:
+    from handshake.security import ADMIN
+
+    params = kafka_command(secrets_command())
+    shared = config_maps()["handshake-config"]
+    assert shared["HANDSHAKE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert shared["HANDSHAKE_KAFKA_CA_FILE"] == f"{params['mount']}/clients/ca.pem"
+    for doc, container in handshake_containers():
+        service = service_of(container)
+        principal = ADMIN if service is None else f"handshake-{service}"
+        _, own = container_env(container)
+        path, keys = secret_volume(doc, container, "kafka-clients")
+        assert path == f"{params['mount']}/clients"
+        assert sorted(keys) == sorted(["ca.pem", principal]), doc["metadata"]["name"]
+        assert own["HANDSHAKE_KAFKA_USERNAME"] == principal
+        assert own["HANDSHAKE_KAFKA_PASSWORD_FILE"] == f"{path}/{principal}"
+        assert pod_spec(doc)["securityContext"]["fsGroup"] == pod_spec(doc)["securityContext"]["runAsGroup"]
 
 
 def test_one_workload_per_service_and_images_are_consistent() -> None:
