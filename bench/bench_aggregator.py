@@ -7,7 +7,9 @@ floor of any faust agent (``faust_floor.py``: an agent that only takes the recor
 aggregator's batches, then also decodes them).
 
 Uses HANDSHAKE_KAFKA_BOOTSTRAP when set, else a temporary native broker. Prints JSON and writes
-bench/results/aggregator.json.
+bench/results/aggregator.json. ``--secure``: a temporary secured broker (SASL_SSL, SCRAM-SHA-512,
+ACLs), the worker as ``handshake-aggregator``, the baselines as ``admin``; writes
+bench/results/aggregator_secure.json.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from handshake.broker import free_port, temporary_cluster  # noqa: E402
+from handshake.security import ADMIN, Secrets  # noqa: E402
 from handshake.settings import KafkaSettings  # noqa: E402
 from handshake.topics import ensure_topics  # noqa: E402
 from schemas.records import decode_event, encode_event  # noqa: E402
@@ -38,12 +41,26 @@ from services.aggregator.main import topic_specs  # noqa: E402
 from services.aggregator.settings import AggregatorSettings  # noqa: E402
 from services.aggregator.testing import WorkerProcess, random_event, worker_env  # noqa: E402
 
+SECRETS: Secrets | None = None  # --secure: the temporary broker's
+
+
+def admin(bootstrap: str) -> KafkaSettings:
+    """Settings for the baselines and the bench's own clients: ``admin`` when secured."""
+    settings = KafkaSettings(kafka_bootstrap=bootstrap)
+    return settings if SECRETS is None else SECRETS.login(settings, ADMIN)
+
 
 def produce(bootstrap: str, topic: str, n: int) -> float:
     from kafka import KafkaProducer
 
     rng = random.Random(1)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=256 * 1024)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=20,
+        batch_size=256 * 1024,
+        **admin(bootstrap).kafka_python_config(),
+    )
     began = time.perf_counter()
     countries = [
         "US", "CN", "FR", "DE", "JP", "BR", "IN", "KE", "MX", "NG", "GB", "IT", "ES", "CA", "AU", "ZA",
@@ -66,6 +83,7 @@ async def raw_consume(bootstrap: str, topic: str, n: int) -> tuple[float, float]
         bootstrap_servers=bootstrap,
         group_id=f"bench-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
+        **admin(bootstrap).aiokafka_config(),
     )
     await consumer.start()
     seen = 0
@@ -88,11 +106,13 @@ def faust_floor(bootstrap: str, topic: str, n: int, work: Path, *flags: str) -> 
     import subprocess
 
     out = work / f"floor{''.join(flags)}.json"
+    env = dict(os.environ) | (SECRETS.client_env(ADMIN) if SECRETS else {})  # its login: KafkaSettings()
     subprocess.run(
         [sys.executable, str(ROOT / "bench" / "faust_floor.py"), bootstrap, topic, str(n), str(out), *flags],
         check=True,
         capture_output=True,
         timeout=1800,
+        env=env,
     )
     result = json.loads(out.read_text())
     return {"events_per_s": n / result["seconds"], "events_per_cpu_s": n / result["cpu_seconds"]}
@@ -119,7 +139,9 @@ def end_offsets_total(bootstrap: str, topics: list[str]) -> int:
     """Records written to ``topics`` (sum of the partitions' end offsets; compaction may trail)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, **admin(bootstrap).kafka_python_config()
+    )
     try:
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         return sum(consumer.end_offsets(tps).values())
@@ -153,7 +175,16 @@ def history(bootstrap: str, n: int, prefix: str) -> tuple[KafkaSettings, str, fl
         dead_letter_topic=f"{prefix}{tag}.dead-letter",
     )
     app_id = f"{prefix}-agg-{tag}"
-    ensure_topics(bootstrap, topic_specs(AggregatorSettings(**kafka.model_dump(), app_id=app_id)))
+    ensure_topics(
+        bootstrap,
+        topic_specs(AggregatorSettings(**kafka.model_dump(), app_id=app_id)),
+        security=admin(bootstrap).kafka_python_config(),
+    )
+    if SECRETS is not None:  # the worker's rights, as the platform declares them
+        from handshake.access import declare
+        from handshake.security import acl_rules
+
+        declare(admin(bootstrap), acl_rules(kafka, app_id=app_id))
     return kafka, app_id, produce(bootstrap, kafka.events_topic, n)
 
 
@@ -165,6 +196,7 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
 
     port = free_port()
     env = worker_env(kafka, app_id=app_id, data_dir=work / "w", web_port=port, log_level="WARNING")
+    env |= SECRETS.client_env("handshake-aggregator") if SECRETS else {}
     worker = WorkerProcess(env, port, work / "worker.log").start()
     began = time.perf_counter()
     startup_s = worker.wait_ready(120)
@@ -228,6 +260,7 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
         "rebuild_changelog_records_per_s": round(changelog_records / rebuild_s),
         "rebuild_seconds_projected_1m_events": round(rebuild_s * 1_000_000 / n, 1),
         "worker_peak_rss_mib": round(peak, 1),
+        "secure": SECRETS is not None,
         "cpus": os.cpu_count(),
     }
 
@@ -237,26 +270,34 @@ def main(
     default_n: int = 200_000,
     name: str = "aggregator",
     doc: str | None = __doc__,
+    secure_option: bool = False,
 ) -> None:
     """``bench(bootstrap, N, workdir)`` on HANDSHAKE_KAFKA_BOOTSTRAP or a temporary broker; N from argv."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "events", nargs="?", type=int, default=default_n, help=f"events to produce (default {default_n:,})"
     )
-    n = parser.parse_args().events
+    if secure_option:
+        parser.add_argument(
+            "--secure", action="store_true", help="a temporary secured broker: what TLS and SCRAM cost"
+        )
+    args = parser.parse_args()
+    n, secure = args.events, getattr(args, "secure", False)
+    global SECRETS
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         bootstrap = os.environ.get("HANDSHAKE_KAFKA_BOOTSTRAP")
-        if bootstrap:
+        if bootstrap and not secure:
             result = bench(bootstrap, n, work)
         else:
-            with temporary_cluster(work / "kafka") as cluster:
+            with temporary_cluster(work / "kafka", secure=secure) as cluster:
+                SECRETS = cluster.secrets if secure else None
                 result = bench(cluster.bootstrap, n, work)
     print(json.dumps(result, indent=2))
-    out = ROOT / "bench" / "results" / f"{name}.json"
+    out = ROOT / "bench" / "results" / f"{name}{'_secure' if secure else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    main(secure_option=True)

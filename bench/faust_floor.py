@@ -29,6 +29,7 @@ def main() -> None:
     import faust
 
     from schemas.records import decode_event
+    from services.aggregator.app import broker_credentials
     from services.aggregator.settings import AggregatorSettings
 
     parser = argparse.ArgumentParser(
@@ -43,11 +44,12 @@ def main() -> None:
     mode.add_argument("--one-by-one", action="store_true", help="take records one at a time, not in batches")
     args = parser.parse_args()
     bootstrap, topic, n, out, decode = args.bootstrap, args.topic, args.n, args.out, args.decode
-    defaults = AggregatorSettings()
+    defaults = AggregatorSettings()  # HANDSHAKE_KAFKA_*: the login on a secured broker
     datadir = tempfile.mkdtemp(prefix="faust-floor-")
     app = faust.App(
         f"bench-floor-{uuid.uuid4().hex[:8]}",
         broker=[f"kafka://{h}" for h in bootstrap.split(",")],
+        broker_credentials=broker_credentials(defaults),
         store="memory://",
         datadir=datadir,
         autodiscover=False,

@@ -17,6 +17,7 @@ BENCHES = [
     "bench_ingest",
     "bench_ingest_secure",
     "bench_aggregator",
+    "bench_aggregator_secure",
     "bench_restart",
     "bench_api",
     "bench_latency",
@@ -24,7 +25,10 @@ BENCHES = [
     "bench_dashboard",
 ]
 #: benchmarks that are another script run with arguments
-VARIANTS = {"bench_ingest_secure": ("bench_ingest", ["--secure"])}
+VARIANTS = {
+    "bench_ingest_secure": ("bench_ingest", ["--secure"]),
+    "bench_aggregator_secure": ("bench_aggregator", ["--secure"]),
+}
 START, END = "<!-- results -->", "<!-- end results -->"
 
 
@@ -163,6 +167,38 @@ ROWS: list[tuple[str, str, str, str, str, str]] = [
         "—",
     ),
     ("aggregator", "worker peak RSS, MiB", "worker_peak_rss_mib", "", "", "—"),
+    (
+        "aggregator_secure",
+        "secured broker (SASL_SSL, SCRAM): events/s (one worker)",
+        "aggregator_events_per_s",
+        "raw aiokafka consume+decode, secured",
+        "raw_consume_decode_events_per_s",
+        "—",
+    ),
+    (
+        "aggregator_secure",
+        "secured broker: pipeline events/s (to every snapshot published)",
+        "pipeline_events_per_s",
+        "raw aiokafka consume+decode, secured",
+        "raw_consume_decode_events_per_s",
+        "—",
+    ),
+    (
+        "aggregator_secure",
+        "secured broker: faust floor decoding, events/s",
+        "faust_floor_decode_events_per_s",
+        "raw aiokafka consume+decode, secured",
+        "raw_consume_decode_events_per_s",
+        "—",
+    ),
+    (
+        "aggregator_secure",
+        "secured broker: rebuild from the changelog, changelog records/s",
+        "rebuild_changelog_records_per_s",
+        "",
+        "",
+        "—",
+    ),
     ("restart", "history aggregated, events", "events", "", "", "1,000,000"),
     ("restart", "to ready after a clean stop, s", "restart_after_clean_stop_seconds", "", "", "≤ 60 s"),
     ("restart", "to ready after SIGKILL, s", "restart_after_sigkill_seconds", "", "", "≤ 60 s"),
@@ -245,6 +281,7 @@ def render() -> str:
             "ingest",
             "ingest_secure",
             "aggregator",
+            "aggregator_secure",
             "restart",
             "api",
             "latency",

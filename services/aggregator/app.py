@@ -314,7 +314,7 @@ def _loads(raw: bytes | None) -> Any:
     return None if raw is None else orjson.loads(raw)
 
 
-def _credentials(settings: AggregatorSettings) -> faust.SASLCredentials | None:
+def broker_credentials(settings: AggregatorSettings) -> faust.SASLCredentials | None:
     """SCRAM over TLS for faust's consumer, producer and admin client (None: an open broker)."""
     if not settings.secured:
         return None
@@ -332,7 +332,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
     app = faust.App(
         settings.app_id,
         broker=_broker_urls(settings.kafka_bootstrap),
-        broker_credentials=_credentials(settings),
+        broker_credentials=broker_credentials(settings),
         store=settings.store,
         datadir=str(settings.data_dir / "faust"),
         autodiscover=False,
