@@ -115,6 +115,15 @@ def test_asyncapi_top_level(doc: dict[str, Any]) -> None:
     }
 
 
+def test_asyncapi_secured_server_declares_what_the_broker_speaks(doc: dict[str, Any]) -> None:
+    from handshake.security import MECHANISM
+
+    secured = doc["servers"]["secured"]
+    assert secured["protocol"] == "kafka-secure"  # AsyncAPI's name for Kafka over TLS
+    (scheme,) = (deref(doc, s) for s in secured["security"])
+    assert scheme["type"] == {"SCRAM-SHA-512": "scramSha512", "SCRAM-SHA-256": "scramSha256"}[MECHANISM]
+
+
 def test_asyncapi_refs_resolve(doc: dict[str, Any]) -> None:
     refs = walk_refs(doc)
     assert refs
