@@ -118,6 +118,84 @@ def faust_floor(bootstrap: str, topic: str, n: int, work: Path, *flags: str) -> 
     return {"events_per_s": n / result["seconds"], "events_per_cpu_s": n / result["cpu_seconds"]}
 
 
+PEER_VENV = ROOT / ".venv-peer"
+
+
+def peer_python() -> str:
+    """The peer's interpreter (``.venv-peer``, made here on first use from bench/peer-requirements.txt)."""
+    import subprocess
+
+    python = PEER_VENV / "bin" / "python"
+    if not python.exists():
+        print("==> making .venv-peer for the Quix Streams peer (once)", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+        requirements = ROOT / "bench" / "peer-requirements.txt"
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(requirements)], check=True)
+    return str(python)
+
+
+def ground_truth(bootstrap: str, topic: str, n: int, path: Path) -> Path:
+    """Every pair's final figures from the events topic (the aggregator's batch computation)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from services.aggregator.domain import comparable, recompute
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, **admin(bootstrap).kafka_python_config()
+    )
+    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    consumer.assign(tps)
+    consumer.seek_to_beginning()
+    events: list[Any] = []
+    while len(events) < n:
+        for records in consumer.poll(timeout_ms=1000, max_records=10_000).values():
+            events += [decode_event(r.key, r.value, r.headers) for r in records]
+    consumer.close()
+    path.write_text(json.dumps({pair: comparable(stats) for pair, stats in recompute(events).items()}))
+    return path
+
+
+def settle(bootstrap: str, topic: str, truth: Path, out: Path) -> Any:
+    """``bench/settle.py`` on ``topic``: the time every pair's latest snapshot equals the truth."""
+    import subprocess
+
+    script = ROOT / "bench" / "settle.py"
+    return subprocess.Popen([peer_python(), str(script), bootstrap, topic, str(truth), str(out)])
+
+
+def quix_peer(bootstrap: str, events_topic: str, truth: Path, work: Path) -> dict[str, float]:
+    """The Quix Streams peer (``peer_quix.py``) from the first event in to the last snapshot out."""
+    import signal
+    import subprocess
+
+    out_topic = f"{events_topic}.quix-pair-stats"
+    specs = KafkaSettings(pair_stats_topic=out_topic).topic_specs()
+    ensure_topics(bootstrap, [s for s in specs if s.name == out_topic])  # as the pair-stats topic
+    started, settled = work / "quix-started.json", work / "quix-settled.json"
+    checker = settle(bootstrap, out_topic, truth, settled)
+    script = ROOT / "bench" / "peer_quix.py"
+    with (work / "quix.log").open("wb") as log:
+        peer = subprocess.Popen(
+            [peer_python(), str(script), bootstrap, events_topic, out_topic, str(started)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        if checker.wait(1800) != 0:
+            raise RuntimeError(f"the Quix peer never settled; see {work / 'quix.log'}")
+        cpu, peak = cpu_seconds(peer.pid), rss_mb(peer.pid)
+    finally:
+        peer.send_signal(signal.SIGTERM)
+        try:
+            peer.wait(60)
+        except subprocess.TimeoutExpired:
+            peer.kill()
+    seconds = (
+        json.loads(settled.read_text())["settled_at"] - json.loads(started.read_text())["first_record_at"]
+    )
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mib": peak}
+
+
 def metric(worker: WorkerProcess, name: str) -> float:
     import httpx
 
@@ -193,13 +271,18 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
     raw_s, raw_cpu = asyncio.run(raw_consume(bootstrap, kafka.events_topic, n))
     floor_bare = faust_floor(bootstrap, kafka.events_topic, n, work)
     floor = faust_floor(bootstrap, kafka.events_topic, n, work, "--decode")
+    truth = ground_truth(bootstrap, kafka.events_topic, n, work / "truth.json")
+    # the peer speaks to open brokers only here (its login is librdkafka's, not wired up)
+    peer = quix_peer(bootstrap, kafka.events_topic, truth, work) if SECRETS is None else None
 
     port = free_port()
     env = worker_env(kafka, app_id=app_id, data_dir=work / "w", web_port=port, log_level="WARNING")
     env |= SECRETS.client_env("handshake-aggregator") if SECRETS else {}
+    checker = settle(bootstrap, kafka.pair_stats_topic, truth, work / "settled.json") if peer else None
     worker = WorkerProcess(env, port, work / "worker.log").start()
     began = time.perf_counter()
     startup_s = worker.wait_ready(120)
+    ready_at = time.time()
     while metric(worker, "handshake_aggregator_events_total") < n:
         time.sleep(0.05)
         if time.perf_counter() - began > 1800:
@@ -213,6 +296,11 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
         time.sleep(0.05)
     pipeline_s = time.perf_counter() - began
     pipeline_cpu = cpu_seconds(worker.proc.pid)
+    settled_s = None
+    if checker is not None:  # timed as the peer is: to every pair's last snapshot out
+        if checker.wait(1800) != 0:
+            raise RuntimeError("the aggregator's snapshots never matched the ground truth")
+        settled_s = json.loads((work / "settled.json").read_text())["settled_at"] - ready_at
     partials = metric(worker, "handshake_aggregator_partials_published_total")
     snapshots = metric(worker, "handshake_aggregator_snapshots_published_total")
     stage1_batches = metric(worker, 'handshake_aggregator_batch_seconds_count{stage="stage1"}')
@@ -231,7 +319,17 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
     worker = WorkerProcess(env, port, work / "worker3.log").start()
     rebuild_s = worker.wait_ready(1800)
     worker.stop()
+    versus_peer = {}
+    if peer is not None and settled_s is not None:
+        versus_peer = {
+            "quix_peer_events_per_s": round(n / peer["seconds"]),
+            "quix_peer_events_per_cpu_s": round(n / peer["cpu_seconds"]),
+            "quix_peer_peak_rss_mib": round(peer["peak_rss_mib"], 1),
+            "pipeline_events_per_s_to_last_snapshot": round(n / settled_s),
+            "pipeline_ratio_to_quix_peer": round(peer["seconds"] / settled_s, 3),
+        }
     return {
+        **versus_peer,
         "events": n,
         "produce_events_per_s": round(n / produce_s),
         "raw_consume_decode_events_per_s": round(n / raw_s),

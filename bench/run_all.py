@@ -120,6 +120,22 @@ ROWS: list[tuple[str, str, str, str, str, str]] = [
     ),
     (
         "aggregator",
+        "pipeline, first event in to last snapshot out, events/s",
+        "pipeline_events_per_s_to_last_snapshot",
+        "Quix Streams peer (peer_quix.py), timed alike",
+        "quix_peer_events_per_s",
+        "≥ 1.0x peer",
+    ),
+    (
+        "aggregator",
+        "stage 1 events/s",
+        "aggregator_events_per_s",
+        "faust floor decoding",
+        "faust_floor_decode_events_per_s",
+        "≥ 0.5x floor",
+    ),
+    (
+        "aggregator",
         "faust floor: a no-op agent taking the same batches, events/s",
         "faust_floor_events_per_s",
         "raw aiokafka consume+decode",
