@@ -239,3 +239,19 @@ def test_post_recovery_seek_covers_partitions_without_a_committed_offset() -> No
     seek_sources_after_recovery(consumer, {"ev"})  # installed once
     asyncio.run(consumer.perform_seek())
     assert sought == [("ev", 0, 40), ("ev", 1, 0), ("ev", 2, 0)]
+
+
+def test_both_tables_open_rocksdb_with_bounded_memory(tmp_path: Path) -> None:
+    """faust's defaults give each partition's RocksDB a 2 GiB block cache and 3 x 64 MiB
+    memtables; the aggregator's options reach both tables' stores (faust pops keys from the
+    options dict it is given, so each table needs its own copy)."""
+    from services.aggregator.app import ROCKSDB_OPTIONS, create_app
+
+    app = create_app(AggregatorSettings(data_dir=tmp_path, store="rocksdb://"), Metrics())
+    for table in (app.state, app.pairs):
+        options = table.data.rocksdb_options
+        assert options.use_rocksdict is True, table.name
+        assert options.block_cache_size == ROCKSDB_OPTIONS["block_cache_size"] == 16 * 1024 * 1024
+        assert options.write_buffer_size == ROCKSDB_OPTIONS["write_buffer_size"]
+        assert options.max_write_buffer_number == ROCKSDB_OPTIONS["max_write_buffer_number"]
+    assert ROCKSDB_OPTIONS["driver"] == "rocksdict", "the module's dict was mutated by faust"
