@@ -1,9 +1,11 @@
 """End-to-end latency: from ingest's 202 to the SSE update that reflects the event.
 
 Starts a broker (or uses HANDSHAKE_KAFKA_BOOTSTRAP) and the three services as real processes,
-pushes new events at a steady rate through ingest, follows /v1/stream, and for every event
-measures the time from its 202 to the first pair snapshot whose count includes it. Writes
-bench/results/latency.json and a plot of latency over time (bench/results/latency.png).
+pushes new events at a steady rate through ingest (100/s, then 1,000/s by default) from several
+sender processes (aiohttp, one schedule shared through the monotonic clock), follows
+/v1/stream, and for every event measures the time from its 202 to the first pair snapshot whose
+count includes it. Writes bench/results/latency.json and a plot per rate
+(bench/results/latency_<rate>.png).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -41,98 +43,148 @@ def pct(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1) if ordered else float("nan")
 
 
-async def follow(
-    api: str,
-    acked: dict[str, deque[float]],
-    seen: dict[str, int],
-    out: list[tuple[float, float]],
-    stop: asyncio.Event,
-) -> None:
+async def follow(api: str, out: list[tuple[float, str, int]], stop: asyncio.Event) -> None:
+    """Record every pair snapshot the api streams: (monotonic time, pair, active events)."""
     parser = SSEParser()
     async with (
         httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as client,
         client.stream("GET", f"{api}/v1/stream") as response,
     ):
         async for chunk in response.aiter_text():
-            now = time.perf_counter()
+            now = time.monotonic()
             for event in parser.feed(chunk):
-                if event.event != "pair":
-                    continue
-                stats = orjson.loads(event.data)
-                pair = stats["pair"]
-                reflected = stats["active_events"] - seen[pair]
-                while reflected > 0 and acked[pair]:
-                    sent = acked[pair].popleft()
-                    out.append((sent, (now - sent) * 1000))
-                    seen[pair] += 1
-                    reflected -= 1
+                if event.event == "pair":
+                    stats = orjson.loads(event.data)
+                    out.append((now, stats["pair"], stats["active_events"]))
             if stop.is_set():
                 return
 
 
-async def push(
-    ingest: str, key: str, rate: float, seconds: float, acked: dict[str, deque[float]], counts: dict[str, int]
-) -> int:
-    sem = asyncio.Semaphore(64)
-    sent = 0
-    limits = httpx.Limits(max_connections=64)
-    async with httpx.AsyncClient(
-        base_url=ingest, headers={"Authorization": f"Bearer {key}"}, timeout=30, limits=limits
-    ) as client:
-        started = time.perf_counter()
-        tasks = []
+def body(n: int) -> tuple[str, bytes]:
+    """Event ``n``: (its pair, the JSON body); every event is new and unique."""
+    host, guest = PAIRS[n % len(PAIRS)]
+    event = {
+        "event_id": f"lat-{n}",
+        "kind": "cultural",
+        "title": "latency",
+        "host_country": host,
+        "delegations": [{"country": guest, "participants": 1}],
+        "starts_on": "2026-05-01",
+    }
+    return "-".join(sorted((host, guest))), orjson.dumps(event)
+
+
+async def _send(
+    ingest: str, key: str, rate: float, seconds: float, first: int, stride: int, t0: float
+) -> tuple[list[tuple[str, float]], int]:
+    """Send events first, first+stride, ... each at t0 + n/rate; (pair, 202 time) of each."""
+    import aiohttp
+
+    acks: list[tuple[str, float]] = []
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(ingest, headers=headers, connector=connector) as session:
 
         async def one(n: int) -> None:
-            host, guest = PAIRS[n % len(PAIRS)]
-            pair = "-".join(sorted((host, guest)))
-            body = {
-                "event_id": f"lat-{n}",
-                "kind": "cultural",
-                "title": "latency",
-                "host_country": host,
-                "delegations": [{"country": guest, "participants": 1}],
-                "starts_on": "2026-05-01",
-            }
-            async with sem:
-                response = await client.post("/v1/events", json=body)
-            if response.status_code == 202:
-                # acknowledgements of one pair can arrive out of order; the snapshot count covers them all
-                acked[pair].append(time.perf_counter())
-                counts[pair] += 1
+            pair, data = body(n)
+            async with session.post("/v1/events", data=data) as response:
+                await response.read()
+                if response.status == 202:
+                    acks.append((pair, time.monotonic()))
 
-        while time.perf_counter() - started < seconds:
-            due = started + sent / rate
-            delay = due - time.perf_counter()
+        tasks = []
+        n = first
+        while n / rate < seconds:
+            delay = t0 + n / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(sent)))
-            sent += 1
+            tasks.append(asyncio.create_task(one(n)))
+            n += stride
         await asyncio.gather(*tasks)
-    return sent
+    return acks, len(tasks)
 
 
-async def run(h: Harness, key: str, rate: float, seconds: float) -> dict[str, Any]:
-    acked: dict[str, deque[float]] = defaultdict(deque)
-    seen: dict[str, int] = defaultdict(int)
-    counts: dict[str, int] = defaultdict(int)
-    samples: list[tuple[float, float]] = []
+def sender(
+    ingest: str, key: str, rate: float, seconds: float, first: int, stride: int, t0: float, conn: Any
+) -> None:
+    """A sender process (aiohttp): its share of a schedule common to all senders."""
+    conn.send(asyncio.run(_send(ingest, key, rate, seconds, first, stride, t0)))
+    conn.close()
+
+
+def match(
+    acks: list[tuple[str, float]], snapshots: list[tuple[float, str, int]]
+) -> list[tuple[float, float]]:
+    """(202 time, ms to the first snapshot of its pair that counts it and came after it).
+
+    Per pair, the i-th acknowledged event is reflected by the first snapshot whose count is at
+    least i: acknowledgements of one pair may come back out of order, the count covers them all.
+    """
+    by_pair: dict[str, list[float]] = defaultdict(list)
+    for pair, at in acks:
+        by_pair[pair].append(at)
+    seen: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for at, pair, count in snapshots:
+        seen[pair].append((at, count))
+    out = []
+    for pair, times in by_pair.items():
+        times.sort()
+        snaps, j = seen[pair], 0
+        for i, acked in enumerate(times, start=1):
+            while j < len(snaps) and (snaps[j][1] < i or snaps[j][0] < acked):
+                j += 1
+            if j == len(snaps):
+                break  # not reflected before the end
+            out.append((acked, (snaps[j][0] - acked) * 1000))
+    return out
+
+
+async def run(h: Harness, key: str, rate: float, seconds: float, processes: int) -> dict[str, Any]:
+    import multiprocessing
+
+    snapshots: list[tuple[float, str, int]] = []
     stop = asyncio.Event()
-    follower = asyncio.create_task(follow(h["api"].url, acked, seen, samples, stop))
+    follower = asyncio.create_task(follow(h["api"].url, snapshots, stop))
     await asyncio.sleep(1.0)
-    started = time.perf_counter()
-    sent = await push(h["ingest"].url, key, rate, seconds, acked, counts)
-    push_seconds = time.perf_counter() - started
-    deadline = time.perf_counter() + 60
-    while sum(seen.values()) < sum(counts.values()) and time.perf_counter() < deadline:  # noqa: ASYNC110
+    context = multiprocessing.get_context("spawn")
+    t0 = time.monotonic() + 2.0  # the senders start together, on one schedule
+    pipes, procs = [], []
+    for i in range(processes):
+        parent, child = context.Pipe(duplex=False)
+        proc = context.Process(
+            target=sender, args=(h["ingest"].url, key, rate, seconds, i, processes, t0, child)
+        )
+        proc.start()
+        pipes.append(parent)
+        procs.append(proc)
+    acks: list[tuple[str, float]] = []
+    sent = 0
+    for parent in pipes:
+        got, count = await asyncio.to_thread(parent.recv)
+        acks += got
+        sent += count
+    for proc in procs:
+        proc.join()
+    push_seconds = max(at for _, at in acks) - t0 if acks else float("nan")
+    expected: dict[str, int] = defaultdict(int)
+    for pair, _ in acks:
+        expected[pair] += 1
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        latest = {pair: count for _, pair, count in snapshots}
+        if all(latest.get(pair, 0) >= n for pair, n in expected.items()):
+            break
         await asyncio.sleep(0.2)
     stop.set()
     follower.cancel()
+    samples = match(acks, snapshots)
     latencies = [lat for _, lat in samples]
     return {
         "target_rate": rate,
-        "achieved_rate": round(sent / push_seconds, 1),
+        "achieved_rate": round(len(acks) / push_seconds, 1),
+        "sender_processes": processes,
         "sent": sent,
-        "acknowledged": sum(counts.values()),
+        "acknowledged": len(acks),
         "reflected": len(latencies),
         "latency": {
             "p50_ms": pct(latencies, 0.50),
@@ -140,7 +192,7 @@ async def run(h: Harness, key: str, rate: float, seconds: float) -> dict[str, An
             "max_ms": round(max(latencies), 1) if latencies else None,
             "mean_ms": round(statistics.fmean(latencies), 1) if latencies else None,
         },
-        "series": [(round(t - started, 3), round(lat, 1)) for t, lat in samples],
+        "series": [(round(at - t0, 3), round(lat, 1)) for at, lat in samples],
     }
 
 
@@ -164,10 +216,15 @@ def plot(series: list[tuple[float, float]], path: Path, title: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=1000.0, help="events per second through ingest")
+    parser.add_argument(
+        "--rates", default="100,1000", help="events per second through ingest, one run each (comma separated)"
+    )
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--processes", type=int, default=2, help="sender processes (aiohttp)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latency.json")
     args = parser.parse_args()
+    rates = [float(r) for r in args.rates.split(",")]
+    results: dict[str, Any] = {}
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         bootstrap = os.environ.get("HANDSHAKE_KAFKA_BOOTSTRAP")
         if not bootstrap:
@@ -177,18 +234,21 @@ def main() -> None:
         stack.callback(h.stop)
         h.start_all()
         _, key = h.partner("latency bench", rate=100_000)
-        result = asyncio.run(run(h, key, args.rate, args.seconds))
-    series = result.pop("series")
-    result["cpus"] = os.cpu_count()
+        for rate in rates:
+            result = asyncio.run(run(h, key, rate, args.seconds, args.processes))
+            series = result.pop("series")
+            results[f"at_{rate:.0f}"] = result
+            if series:
+                plot(
+                    series,
+                    args.out.with_name(f"latency_{rate:.0f}.png"),
+                    f"end-to-end latency at {result['achieved_rate']:.0f} events/s (target {rate:.0f})",
+                )
+            time.sleep(3)  # the platform settles between runs
+    results["cpus"] = os.cpu_count()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    if series:
-        plot(
-            series,
-            args.out.with_suffix(".png"),
-            f"end-to-end latency at {result['achieved_rate']:.0f} events/s (target {args.rate:.0f})",
-        )
-    print(json.dumps(result))
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":
