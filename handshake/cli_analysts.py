@@ -42,7 +42,7 @@ def _admin(data_dir: Path | None) -> Iterator[tuple[KafkaAdminClient, Broker]]:
             raise HandshakeError(
                 f"HANDSHAKE_KAFKA_USERNAME is {settings.kafka_username!r}; analysts need {ADMIN!r}"
             )
-        broker = Broker(settings.kafka_bootstrap, str(settings.kafka_ca_file))
+        broker = Broker(settings.kafka_bootstrap, str(settings.kafka_ca_file or ""))
     else:
         data_dir = data_dir or Path(".handshake/kafka")
         if not (data_dir / "layout").exists() and (data_dir / "kafka" / "layout").exists():
