@@ -203,4 +203,9 @@ def test_broker_and_aggregator_killed_together(
         platform["aggregator"].wait_ready(120)
     time.sleep(3)
     _finish("5 broker + aggregator SIGKILL", platform, load, acknowledged, started)
-    wait_until(lambda: platform["ingest"].ready(), 30)
+    try:
+        wait_until(lambda: platform["ingest"].ready(), 30)
+    except TimeoutError:  # say which of ingest's checks stayed false
+        raise AssertionError(
+            f"ingest not ready: {httpx.get(platform['ingest'].url + '/readyz').text}"
+        ) from None
