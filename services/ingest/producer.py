@@ -385,6 +385,10 @@ class KafkaPublisher:
             "request_timeout_ms": max(1000, ack_ms),
             "delivery_timeout_ms": max(30000, ack_ms * 4 + self.settings.linger_ms),
             "retry_backoff_ms": 100,
+            # kafka-python backs off reconnecting exponentially up to 30 s: after a broker outage
+            # of a few seconds ingest then stayed unready (503) for up to ~25 s more. One attempt
+            # a second at most is cheap and brings it back within a second of the broker.
+            "reconnect_backoff_max_ms": 1000,
             # kafka-python's own sensors (never read here: ingest exports its own metrics) cost
             # about a sixth of its network I/O's time (measured while it ran in its own thread)
             "metrics_enabled": False,
