@@ -53,7 +53,7 @@ def kafka_start(
         f"Kafka ready at {cluster.bootstrap} ({cluster.brokers} node(s), {seconds:.1f}s; data in {data_dir})"
     )
     if cluster.secure:
-        _declare(cluster.admin_settings(), None, secured=True)
+        _declare(cluster.admin_settings(), None)
         typer.echo(
             f"secured: SASL_SSL, SCRAM-SHA-512; CA {cluster.secrets.ca_file}; service credentials in"
             f" {cluster.secrets.credentials_file} (0600); analysts: handshake analysts add NAME --data-dir {data_dir}"
@@ -99,20 +99,18 @@ def kafka_topics(
     from handshake.settings import KafkaSettings
 
     settings = KafkaSettings()
-    secured = False
     if data_dir is not None:
         from handshake.broker import Cluster
 
         cluster = Cluster(data_dir)
         settings = settings.model_copy(update={"kafka_bootstrap": cluster.bootstrap})
-        secured = cluster.secure
-        if secured:
+        if cluster.secure:
             from handshake.security import ADMIN
 
             settings = cluster.secrets.login(settings, ADMIN)
     if bootstrap:
         settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
-    _declare(settings, replication_factor, secured=secured or settings.secured)
+    _declare(settings, replication_factor)
 
 
 def _owner(text: str | None) -> tuple[int, int] | None:
@@ -155,7 +153,8 @@ def kafka_secrets(
     typer.echo(f"clients   {layout.clients} (seen as {layout.seen(layout.clients)})")
 
 
-def _declare(settings: KafkaSettings, replication_factor: int | None, *, secured: bool) -> None:
+def _declare(settings: KafkaSettings, replication_factor: int | None) -> None:
+    """Topics, and on a secured broker (logged in as admin) the ACLs."""
     from handshake.topics import ensure_topics
 
     report = ensure_topics(
@@ -164,7 +163,7 @@ def _declare(settings: KafkaSettings, replication_factor: int | None, *, secured
         replication_factor or settings.replication_factor,
         settings.kafka_python_config(),
     )
-    if secured:
+    if settings.secured:
         from handshake.access import declare
         from handshake.security import acl_rules
 

@@ -131,6 +131,16 @@ def kafka_command(args: list[str]) -> dict[str, Any]:
     return dict(commands[args[1]].make_context(args[1], list(args[2:])).params)
 
 
+def run_kafka_secrets(params: dict[str, Any], directory: Path, mount: Path | None) -> None:
+    """``handshake kafka secrets`` as a deployment runs it (``params`` from :func:`kafka_command`),
+    writing into ``directory`` seen at ``mount``; owners left out (no chown in tests)."""
+    from handshake.cli import kafka_secrets
+
+    kafka_secrets(
+        **params | {"directory": directory, "mount": mount, "broker_owner": None, "client_owner": None}
+    )
+
+
 def check_handshake_args(args: list[str]) -> str | None:
     """The service a container runs, after asserting its arguments name a real CLI command."""
     assert args, "the container must say which command of the image to run"

@@ -23,6 +23,7 @@ from tests.unit.test_deploy_common import (
     image_repository,
     kafka_command,
     project_image,
+    run_kafka_secrets,
     settings_class,
     unknown_env,
 )
@@ -249,18 +250,9 @@ def test_every_secret_file_compose_names_is_one_the_secrets_job_writes(tmp_path:
     """Run the job's ``handshake kafka secrets`` (into tmp_path, seen at the job's directory) and
     find there every file the compose services name: start script, health check login, CA,
     password files; the broker's settings point at its certificate where the broker sees it."""
-    from handshake.kafka_secrets import Listener, export
-
     job = secrets_job()
     mount = Path(job["directory"])
-    export(
-        tmp_path,
-        hosts=tuple(job["host"]),
-        listeners=[Listener.parse(text) for text in job["listener"]],
-        controller=job["controller"],
-        log_dir=job["log_dir"],
-        mount=mount,
-    )
+    run_kafka_secrets(job, tmp_path, mount)
 
     def local(seen: str) -> Path:
         return tmp_path / Path(seen).relative_to(mount)

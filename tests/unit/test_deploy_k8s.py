@@ -28,6 +28,7 @@ from tests.unit.test_deploy_common import (
     image_repository,
     kafka_command,
     project_image,
+    run_kafka_secrets,
     unknown_env,
 )
 
@@ -135,21 +136,11 @@ def secrets_command() -> list[str]:
 
 def make_secrets(where: Path) -> tuple[dict[str, Any], Path]:
     """A copy of deploy/k8s in ``where`` with its secrets made by the documented command."""
-    from handshake.kafka_secrets import Listener, export
-
     copy = where / "k8s"
     shutil.copytree(K8S, copy, ignore=shutil.ignore_patterns("secrets"))
-    args = secrets_command()
-    params = kafka_command(args)
+    params = kafka_command(secrets_command())
     assert params["directory"] == Path("deploy/k8s/secrets")
-    export(
-        copy / "secrets",
-        hosts=tuple(params["host"]),
-        listeners=[Listener.parse(text) for text in params["listener"]],
-        controller=params["controller"],
-        log_dir=params["log_dir"],
-        mount=params["mount"],
-    )
+    run_kafka_secrets(params, copy / "secrets", params["mount"])
     return params, copy
 
 
