@@ -17,7 +17,9 @@ What it computes is the aggregator's, through the same functions (only the engin
 2. ``group_by(pair)`` repartitions the deltas (Quix's repartition topic);
 3. per pair, Quix state keeps the running totals (the aggregator's ``empty_partial`` and
    ``add_contribution``: active events, participants, by kind / status / direction / month,
-   cancelled, dates, checksum) and publishes a snapshot (``to_pair_stats``) per delta.
+   cancelled, first/last date, checksum), and the day counts of each month in a key of their
+   own (:class:`StateDays`, as the aggregator does), and publishes a snapshot
+   (``to_pair_stats``) per delta.
 
 Exactly-once (Kafka transactions), RocksDB state with changelog topics, and the aggregator's
 commit interval (1 s).
@@ -78,14 +80,35 @@ def stage1(started: Path) -> Any:
     return apply
 
 
+class StateDays:
+    """The aggregator's ``DayCounts`` in a pair's Quix state: one key per month."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+
+    def days(self, month: str) -> dict[str, int]:
+        return self.state.get(f"d:{month}") or {}
+
+    def bump(self, month: str, day: str, delta: int) -> int:
+        counts = self.days(month)
+        left = counts.get(day, 0) + delta
+        if left:
+            counts[day] = left
+        else:
+            counts.pop(day, None)
+        self.state.set(f"d:{month}", counts)
+        return left
+
+
 def stage2(delta: dict[str, Any], state: Any) -> bytes:
     """Per pair: retract the old contribution, add the new one, publish the pair's snapshot."""
     pair = delta["pair"]
     partial = state.get("p") or empty_partial()
+    days = StateDays(state)
     if delta["old"] is not None:
-        add_contribution(partial, delta["old"], pair, -1)
+        add_contribution(partial, delta["old"], pair, -1, days)
     if delta["new"] is not None:
-        add_contribution(partial, delta["new"], pair, +1)
+        add_contribution(partial, delta["new"], pair, +1, days)
     partial["updates"] += 1
     state.set("p", partial)
     return encode_pair_stats(to_pair_stats(pair, partial, version=partial["updates"]))[1]

@@ -3,7 +3,16 @@
 Stage 1 keeps, per source partition, one state store with two kinds of keys:
 
 - ``e:{record key}``: the latest accepted state of an event (:class:`EventState`);
-- ``p:{pair}:{partition}``: the *partial* aggregate of a pair from that source partition.
+- ``p:{pair}:{partition}``: the *partial* aggregate of a pair from that source partition;
+- ``d:{pair}:{partition}:{YYYY-MM}``: that partial's active events per start date of one month
+  (at most 31 entries).
+
+A partial holds only its first and last date, not a count per date: the day counts live in
+their month's key, read only when a retraction empties the partial's first or last date. So an
+event rewrites a bounded amount of state however long a pair's history is (a pair whose events
+span 1950-2026 has 924 month keys, and each event touches one). Partials written by earlier
+releases kept every date in the partial (``dates``); they are converted when first touched, in
+the same unit as the event that touches them (:func:`span` reads both forms).
 
 :func:`process` turns one record at offset ``o`` into a list of writes: the partials it changes
 and the event state. The aggregator persists the writes of a batch for one source partition as
@@ -26,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from schemas.acceptance import Verdict, is_active, judge, latest_revisions
 from schemas.events import AcceptedEvent, content_hash
@@ -37,8 +46,9 @@ from schemas.records import PairStats, checksum_hex, event_key
 Contribution = dict[str, Any]
 Partial = dict[str, Any]
 EventState = dict[str, Any]
+Days = dict[str, int]  # a month's active events per start date (ISO date -> count)
 
-COUNT_FIELDS = ("by_kind", "by_status", "by_direction", "by_month", "dates")
+COUNT_FIELDS = ("by_kind", "by_status", "by_direction", "by_month")
 
 
 def event_state_key(record_key: str) -> str:
@@ -47,6 +57,10 @@ def event_state_key(record_key: str) -> str:
 
 def partial_key(pair: str, partition: int) -> str:
     return f"p:{pair}:{partition}"
+
+
+def day_key(pair: str, partition: int, month: str) -> str:
+    return f"d:{pair}:{partition}:{month}"
 
 
 def split_partial_key(key: str) -> tuple[str, int]:
@@ -77,11 +91,39 @@ def empty_partial() -> Partial:
         "by_direction": {},
         "by_month": {},
         "cancelled": 0,
-        "dates": {},  # starts_on -> active events: first/last date stay exact under subtraction
+        "first_date": None,  # of the active events (ISO); exact under retraction: see DayCounts
+        "last_date": None,
         "checksum": 0,
         "updates": 0,
         "last_offset": -1,
     }
+
+
+class DayCounts(Protocol):
+    """Where a partial's active events per start date are kept, one month at a time."""
+
+    def days(self, month: str) -> Mapping[str, int]:
+        """The month's counts (dates absent when zero)."""
+        ...
+
+    def bump(self, month: str, day: str, delta: int) -> int:
+        """Add ``delta`` to ``day``'s count; return the new count."""
+        ...
+
+
+class MemoryDays:
+    """:class:`DayCounts` in a dict (the ground truth's, and one pair's in the Quix peer's tests)."""
+
+    def __init__(self) -> None:
+        self.months: dict[str, Days] = {}
+
+    def days(self, month: str) -> Mapping[str, int]:
+        return self.months.get(month, {})
+
+    def bump(self, month: str, day: str, delta: int) -> int:
+        counts = self.months.setdefault(month, {})
+        _bump(counts, day, delta)
+        return counts.get(day, 0)
 
 
 def _bump(counts: dict[str, int], name: str, delta: int) -> None:
@@ -92,8 +134,9 @@ def _bump(counts: dict[str, int], name: str, delta: int) -> None:
         counts.pop(name, None)
 
 
-def add_contribution(partial: Partial, contrib: Contribution, pair: str, sign: int) -> None:
-    """Add (sign=+1) or subtract (sign=-1) ``contrib``'s share of ``pair`` to ``partial`` in place."""
+def add_contribution(partial: Partial, contrib: Contribution, pair: str, sign: int, days: DayCounts) -> None:
+    """Add (sign=+1) or subtract (sign=-1) ``contrib``'s share of ``pair`` to ``partial`` in place,
+    and to the partial's day counts ``days``."""
     for p, direction, participants in contrib["pairs"]:
         if p != pair:
             continue
@@ -106,9 +149,39 @@ def add_contribution(partial: Partial, contrib: Contribution, pair: str, sign: i
         _bump(partial["by_status"], contrib["status"], sign)
         _bump(partial["by_direction"], direction, sign)
         _bump(partial["by_month"], contrib["month"], sign)
-        _bump(partial["dates"], contrib["date"], sign)
+        left = days.bump(contrib["month"], contrib["date"], sign)
+        _reframe(partial, contrib["date"], sign, left, days)
         partial["checksum"] = (partial["checksum"] + sign * contrib["checksum"]) % CHECKSUM_MOD
         return
+
+
+def _reframe(partial: Partial, day: str, sign: int, left: int, days: DayCounts) -> None:
+    """Keep the partial's first and last date exact after ``day`` gained or lost an event.
+
+    ``by_month`` counts the same active events per month as the day counts do per date, so when
+    the first (last) date loses its last event, the new one is the first (last) date of the
+    first (last) month in ``by_month``: one month's counts are read, never the whole history.
+    """
+    if partial["active_events"] == 0:
+        partial["first_date"] = partial["last_date"] = None
+    elif sign > 0:
+        if partial["first_date"] is None or day < partial["first_date"]:
+            partial["first_date"] = day
+        if partial["last_date"] is None or day > partial["last_date"]:
+            partial["last_date"] = day
+    elif left == 0:
+        if day == partial["first_date"]:
+            partial["first_date"] = min(days.days(min(partial["by_month"])))
+        if day == partial["last_date"]:
+            partial["last_date"] = max(days.days(max(partial["by_month"])))
+
+
+def span(partial: Partial) -> tuple[str | None, str | None]:
+    """(first, last) date of a partial's active events, from either form (see the module doc)."""
+    if "dates" not in partial:
+        return partial["first_date"], partial["last_date"]
+    dates = [d for d, n in partial["dates"].items() if n > 0]
+    return (min(dates), max(dates)) if dates else (None, None)
 
 
 def pairs_of(contrib: Contribution | None) -> set[str]:
@@ -127,6 +200,43 @@ class Outcome:
 
 
 Getter = Callable[[str], Any]
+
+
+class _StoredDays:
+    """A partial's :class:`DayCounts` in the state store (``d:`` keys), read through ``get``;
+    the months it changed are in ``written``, to be stored with the partial."""
+
+    def __init__(self, get: Getter, pair: str, partition: int, owned: set[str] | None) -> None:
+        self._get, self._pair, self._partition, self._owned = get, pair, partition, owned
+        self.written: dict[str, Days] = {}
+
+    def days(self, month: str) -> Mapping[str, int]:
+        hit = self.written.get(month)
+        if hit is not None:
+            return hit
+        stored = self._get(day_key(self._pair, self._partition, month))
+        return {} if stored is None else stored
+
+    def bump(self, month: str, day: str, delta: int) -> int:
+        counts = self.written.get(month)
+        if counts is None:
+            key = day_key(self._pair, self._partition, month)
+            stored = self._get(key)
+            owned = self._owned is not None and key in self._owned
+            counts = {} if stored is None else stored if owned else dict(stored)
+            if self._owned is not None:
+                self._owned.add(key)
+            self.written[month] = counts
+        _bump(counts, day, delta)
+        return counts.get(day, 0)
+
+
+def _upgrade(partial: Partial, days: DayCounts) -> None:
+    """Convert, in place, a partial of an earlier release (every date's count in the partial)."""
+    legacy: dict[str, int] = partial.pop("dates")
+    partial["first_date"], partial["last_date"] = span({"dates": legacy})
+    for day, n in legacy.items():
+        days.bump(day[:7], day, n)
 
 
 def process(
@@ -159,13 +269,17 @@ def process(
             partial = _copy(partial)
         if owned is not None:
             owned.add(pk)
+        days = _StoredDays(get, pair, partition, owned)
+        if "dates" in partial:
+            _upgrade(partial, days)
         if old is not None:
-            add_contribution(partial, old, pair, -1)
+            add_contribution(partial, old, pair, -1, days)
         if new is not None:
-            add_contribution(partial, new, pair, +1)
+            add_contribution(partial, new, pair, +1, days)
         partial["updates"] += 1
         partial["last_offset"] = max(partial["last_offset"], offset)
         out.writes.append((pk, partial))
+        out.writes.extend((day_key(pair, partition, month), counts) for month, counts in days.written.items())
         out.partials[pair] = partial
     out.writes.append(
         (key, {"revision": event.revision, "hash": chash, "offset": offset, "current": new, "previous": old})
@@ -175,7 +289,7 @@ def process(
 
 @dataclass
 class BatchOutcome:
-    """A batch's coalesced writes (partials, then event states; each key once)."""
+    """A batch's coalesced writes (partials and day counts, then event states; each key once)."""
 
     writes: list[tuple[int, str, Any]] = field(default_factory=list)  # (partition, key, value)
     outcomes: list[Outcome] = field(default_factory=list)
@@ -204,8 +318,8 @@ def process_batch(
             if hit is not None:
                 return hit[1]
             value = get(partition, key)
-            if fresh and value is not None and key.startswith("p:"):
-                owned.add(key)
+            if fresh and value is not None and not key.startswith("e:"):
+                owned.add(key)  # a partial or a month's day counts
             return value
 
         return read
@@ -222,8 +336,8 @@ def process_batch(
         for pair, partial in outcome.partials.items():
             out.touched[(pair, partition)] = partial
         out.outcomes.append(outcome)
-    partials = [(p, k, v) for k, (p, v) in overlay.items() if k.startswith("p:")]
-    states = [(p, k, v) for k, (p, v) in overlay.items() if not k.startswith("p:")]
+    partials = [(p, k, v) for k, (p, v) in overlay.items() if not k.startswith("e:")]
+    states = [(p, k, v) for k, (p, v) in overlay.items() if k.startswith("e:")]
     out.writes = partials + states
     return out
 
@@ -243,7 +357,7 @@ def _copy(partial: Partial) -> Partial:
     out = dict(partial)
     for name in COUNT_FIELDS:
         out[name] = dict(partial[name])
-    return out
+    return out  # an earlier release's ``dates`` stays shared: _upgrade pops it, never changes it
 
 
 # --- stage 2 --------------------------------------------------------------------------
@@ -270,6 +384,11 @@ def sum_partials(partials: Iterable[Partial]) -> Partial:
         for name in COUNT_FIELDS:
             for k, v in part[name].items():
                 _bump(total[name], k, v)
+        first, last = span(part)
+        if first is not None and (total["first_date"] is None or first < total["first_date"]):
+            total["first_date"] = first
+        if last is not None and (total["last_date"] is None or last > total["last_date"]):
+            total["last_date"] = last
         total["checksum"] = (total["checksum"] + part["checksum"]) % CHECKSUM_MOD
         total["last_offset"] = max(total["last_offset"], part["last_offset"])
     return total
@@ -285,7 +404,7 @@ def merge_partials(
 
 def to_pair_stats(pair: str, total: Partial, version: int, updated_at: datetime | None = None) -> PairStats:
     a, b = pair.split("-")
-    dates = [d for d, n in total["dates"].items() if n > 0]
+    first, last = span(total)
     return PairStats(
         pair=pair,
         countries=(a, b),
@@ -297,8 +416,8 @@ def to_pair_stats(pair: str, total: Partial, version: int, updated_at: datetime 
         by_direction=dict(total["by_direction"]),
         by_month=dict(total["by_month"]),
         cancelled=total["cancelled"],
-        first_date=date.fromisoformat(min(dates)) if dates else None,
-        last_date=date.fromisoformat(max(dates)) if dates else None,
+        first_date=date.fromisoformat(first) if first else None,
+        last_date=date.fromisoformat(last) if last else None,
         checksum=checksum_hex(total["checksum"]),
         updated_at=updated_at or datetime.now(UTC),
     )
@@ -310,10 +429,17 @@ def to_pair_stats(pair: str, total: Partial, version: int, updated_at: datetime 
 def recompute_partials(events: Iterable[AcceptedEvent]) -> dict[str, Partial]:
     """Batch computation of every pair's totals from the latest revision of every event."""
     totals: dict[str, Partial] = {}
+    days: dict[str, MemoryDays] = {}
     for event in latest_revisions(events).values():
         contrib = contribution(event)
         for pair in pairs_of(contrib):
-            add_contribution(totals.setdefault(pair, empty_partial()), contrib, pair, +1)
+            add_contribution(
+                totals.setdefault(pair, empty_partial()),
+                contrib,
+                pair,
+                +1,
+                days.setdefault(pair, MemoryDays()),
+            )
     return totals
 
 

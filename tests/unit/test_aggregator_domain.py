@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
+import random
+from collections import Counter
+from datetime import date, timedelta
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -14,7 +17,7 @@ from schemas.events import AcceptedEvent
 from schemas.pairs import event_checksum
 from schemas.records import checksum_hex
 from services.aggregator import domain
-from services.aggregator.testing import make_event
+from services.aggregator.testing import event_stream, make_event
 
 
 def run(records: list[tuple[int, int, AcceptedEvent]], store: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -113,6 +116,14 @@ def test_processing_error_is_reported_not_raised() -> None:
 
 COUNTRIES = ["US", "CN", "FR", "DE"]
 PARTITIONS = 3
+DATES = [
+    date(1950, 1, 5),
+    date(2024, 1, 5),
+    date(2024, 1, 20),
+    date(2024, 3, 1),
+    date(2025, 7, 9),
+    date(2025, 7, 31),
+]
 
 
 @st.composite
@@ -125,7 +136,9 @@ def event_bodies(draw: st.DrawFn) -> dict[str, Any]:
         "delegations": [(c, draw(st.none() | st.integers(0, 50))) for c in visitors],
         "status": draw(st.sampled_from(["announced", "confirmed", "completed", "cancelled"])),
         "kind": draw(st.sampled_from(["athletic", "civic"])),
-        "starts_on": draw(st.sampled_from([date(2024, 1, 5), date(2024, 3, 1), date(2025, 7, 9)])),
+        # several dates in a month and several months: retracting a first or last date must find
+        # the next one, within its month or in another
+        "starts_on": draw(st.sampled_from(DATES)),
         "days": draw(st.integers(0, 3)),
     }
 
@@ -291,3 +304,82 @@ TestAggregation.settings = TestFreshReadsAggregation.settings = settings(
 @given(st.sampled_from(["CN-US", "DE-FR", "ABCD-XY"]), st.integers(min_value=0, max_value=10_000))
 def test_partial_keys_split_back_into_pair_and_partition(pair: str, partition: int) -> None:
     assert domain.split_partial_key(domain.partial_key(pair, partition)) == (pair, partition)
+
+
+# --- first and last dates under retraction ----------------------------------------------
+
+DAYS = [date(1950, 1, 1) + timedelta(days=d) for d in (0, 3, 40, 9_000, 27_000, 27_010, 28_000)]
+
+
+@given(st.lists(st.tuples(st.sampled_from(DAYS), st.booleans()), max_size=40))
+def test_first_and_last_date_follow_adds_and_retractions(ops: list[tuple[date, bool]]) -> None:
+    """Against the multiset of active dates: retracting a first or last date finds the next one,
+    in its month or another (a pair's history may span 1950-2026)."""
+    partial, days, active = domain.empty_partial(), domain.MemoryDays(), Counter[date]()
+    for day, add in ops:
+        if not add and not active[day]:
+            continue  # only what was added can be retracted
+        event = make_event(starts_on=day)
+        domain.add_contribution(partial, domain.contribution(event), "CN-US", 1 if add else -1, days)
+        active[day] += 1 if add else -1
+        alive = [d.isoformat() for d, n in active.items() if n > 0]
+        assert (partial["first_date"], partial["last_date"]) == (
+            (min(alive), max(alive)) if alive else (None, None)
+        )
+        assert sum(n for month in days.months.values() for n in month.values()) == partial["active_events"]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_batches_of_a_long_stream_end_at_the_ground_truth(seed: int) -> None:
+    """Many events per pair over 700 days, corrected and cancelled, in batches over partitions."""
+    rng = random.Random(seed)
+    events = list(event_stream(rng, 600, correction_rate=0.35))
+    records, offsets = [], [0, 0, 0]
+    for event in events:
+        partition = sum(f"{event.partner_id}/{event.event_id}".encode()) % 3
+        records.append((partition, offsets[partition], event))
+        offsets[partition] += 1
+    store: dict[str, Any] = {}
+    while records:
+        size = rng.randint(1, 50)
+        run(records[:size], store)
+        records = records[size:]
+    assert domain.differences(domain.recompute(events), merged(store)) == {}
+
+
+def legacy(store: dict[str, Any]) -> dict[str, Any]:
+    """The store as an earlier release kept it: every date's count in the partial, no ``d:`` keys."""
+    out = {k: v for k, v in store.items() if k.startswith("e:")}
+    for key, value in store.items():
+        if key.startswith("p:"):
+            dates: dict[str, int] = {}
+            for month_key, counts in store.items():
+                if month_key.startswith(key.replace("p:", "d:", 1) + ":"):
+                    dates.update(counts)
+            old = {k: v for k, v in value.items() if k not in ("first_date", "last_date")}
+            out[key] = {**old, "dates": dates}
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_partials_of_an_earlier_release_are_converted_when_touched(seed: int) -> None:
+    rng = random.Random(seed)
+    events = list(event_stream(rng, 400, correction_rate=0.35))
+    records = [(0, offset, event) for offset, event in enumerate(events)]
+    cut = rng.randint(100, 300)
+    end = cut + 15  # a few new records: some partials stay in the old form
+    old = legacy(run(records[:cut]))
+    published = {k: v for k, v in old.items() if k.startswith("p:")}  # stage 2 holds old ones too
+    store = dict(old)
+    result = domain.process_batch(lambda _p, k: store.get(k), records[cut - 20 : end])  # replays too
+    for _, key, value in result.writes:
+        store[key] = value
+    for (pair, partition), partial in result.touched.items():
+        published[domain.partial_key(pair, partition)] = partial
+    truth = domain.recompute(events[:end])
+    assert domain.differences(truth, merged(store)) == {}
+    assert domain.differences(truth, merged(published)) == {}
+    written = [value for _, key, value in result.writes if key.startswith("p:")]
+    assert written and all("dates" not in value for value in written)
+    assert any("dates" in value for value in store.values()), "some partials stay in the old form"
+    assert any("dates" in value for value in result.touched.values()), "a replay publishes one as is"
