@@ -26,6 +26,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from handshake.topics import ensure_topics  # noqa: E402
 from schemas.records import decode_event, encode_event  # noqa: E402
 from services.aggregator.main import topic_specs  # noqa: E402
 from services.aggregator.settings import AggregatorSettings  # noqa: E402
-from services.aggregator.testing import WorkerProcess, random_event, worker_env  # noqa: E402
+from services.aggregator.testing import KINDS, WorkerProcess, make_event, random_event, worker_env  # noqa: E402
 
 SECRETS: Secrets | None = None  # --secure: the temporary broker's
 
@@ -48,6 +49,22 @@ def admin(bootstrap: str) -> KafkaSettings:
     """Settings for the baselines and the bench's own clients: ``admin`` when secured."""
     settings = KafkaSettings(kafka_bootstrap=bootstrap)
     return settings if SECRETS is None else SECRETS.login(settings, ADMIN)
+
+
+LONG_PAIR_EVERY = 20  # one event in 20 is the CN-US pair's, starting any day from 1950 to 2026
+
+
+def long_pair_event(rng: random.Random, partner_id: str, event_id: str, countries: list[str]) -> Any:
+    """An event of the pair whose history spans 1950-2026 (and of one other delegation's pairs)."""
+    other = rng.choice([c for c in countries if c not in ("US", "CN")])
+    return make_event(
+        partner_id,
+        event_id,
+        host="US",
+        delegations=[("CN", rng.randint(0, 500)), (other, None)],
+        kind=rng.choice(KINDS),
+        starts_on=date(1950, 1, 1) + timedelta(days=rng.randint(0, 28_000)),
+    )
 
 
 def produce(bootstrap: str, topic: str, n: int) -> float:
@@ -67,7 +84,10 @@ def produce(bootstrap: str, topic: str, n: int) -> float:
         "EG", "AR", "KR", "TR", "SE", "NO", "PL", "UA", "VN", "TH", "ID", "PH", "PE", "CL",
     ]  # fmt: skip
     for i in range(n):
-        event = random_event(rng, f"partner-{i % 50}", f"ev-{i}", countries=countries, delegations=2)
+        if i % LONG_PAIR_EVERY == 0:
+            event = long_pair_event(rng, f"partner-{i % 50}", f"ev-{i}", countries)
+        else:
+            event = random_event(rng, f"partner-{i % 50}", f"ev-{i}", countries=countries, delegations=2)
         key, value, headers = encode_event(event)
         producer.send(topic, key=key, value=value, headers=headers)
     producer.flush()

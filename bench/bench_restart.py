@@ -2,7 +2,9 @@
 
     python bench/bench_restart.py [N]      (default 1000000 events, two delegations each)
 
-One worker aggregates N events (stage 1 has taken every one), then is stopped cleanly and
+One worker aggregates N events (stage 1 has taken every one; its rate over the first and the
+last 100,000 events tells whether the cost per event stays flat as history grows; one event in
+20 belongs to a pair whose events start any day from 1950 to 2026), then is stopped cleanly and
 restarted, then SIGKILLed and restarted; each restart is timed from the process start to
 ``/readyz`` answering 200. Uses HANDSHAKE_KAFKA_BOOTSTRAP when set, else a temporary native
 broker. Prints JSON and writes bench/results/restart.json.
@@ -26,6 +28,25 @@ from bench_aggregator import history, main, metric, rss_mb  # noqa: E402
 from handshake.broker import free_port  # noqa: E402
 from services.aggregator.testing import WorkerProcess, worker_env  # noqa: E402
 
+FLAT_WINDOW = 100_000  # events: the per-event cost is flat when the last window is as fast as the first
+
+
+def rate_between(progress: list[tuple[float, float]], low: float, high: float) -> float:
+    """Events/s over the events numbered low..high, from (seconds, events taken) samples: the
+    time of each bound is interpolated between the samples around it."""
+
+    def at(count: float) -> float:
+        previous = (0.0, 0.0)
+        for seconds, taken in progress:
+            if taken >= count:
+                span = taken - previous[1]
+                share = (count - previous[1]) / span if span else 1.0
+                return previous[0] + share * (seconds - previous[0])
+            previous = (seconds, taken)
+        raise ValueError(f"no sample reached {count} events")
+
+    return (high - low) / (at(high) - at(low))
+
 
 def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
     kafka, app_id, produce_s = history(bootstrap, n, "restart")
@@ -36,11 +57,13 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
     worker.wait_ready(300)
     # the history is in the state once stage 1 has taken every event; stage 2 (which reads
     # ~2 partials per event) lags behind under this load and catches up after the restarts
-    while metric(worker, "handshake_aggregator_events_total") < n:
+    progress: list[tuple[float, float]] = []  # (seconds since ready, events stage 1 has taken)
+    while not progress or progress[-1][1] < n:
         time.sleep(1)
-        if time.perf_counter() - began > 7200:
+        progress.append((time.perf_counter() - began, metric(worker, "handshake_aggregator_events_total")))
+        if progress[-1][0] > 7200:
             raise TimeoutError("the worker did not finish")
-    aggregate_s = time.perf_counter() - began
+    aggregate_s = progress[-1][0]
     backlog = metric(worker, "handshake_aggregator_partials_published_total") - metric(
         worker, "handshake_aggregator_partials_consumed_total"
     )
@@ -58,11 +81,15 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
     peak_after_kill = rss_mb(worker.proc.pid)
     worker.stop()
     data_bytes = sum(f.stat().st_size for f in (work / "w").rglob("*") if f.is_file())
+    first, last = rate_between(progress, 0, FLAT_WINDOW), rate_between(progress, n - FLAT_WINDOW, n)
     return {
         "events": n,
         "produce_events_per_s": round(n / produce_s),
         "aggregate_seconds": round(aggregate_s, 1),
         "aggregate_events_per_s": round(n / aggregate_s),
+        "stage1_events_per_s_first_100k": round(first),
+        "stage1_events_per_s_last_100k": round(last),
+        "stage1_last_to_first_100k": round(last / first, 2),
         "stage2_partials_behind_at_stop": int(backlog),
         "restart_after_clean_stop_seconds": round(clean_restart_s, 2),
         "events_processed_again_after_clean_stop": int(processed_after_clean),

@@ -24,6 +24,7 @@ from services.aggregator.testing import event_stream
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import bench_latency
+import bench_restart
 import peer_quix
 
 
@@ -80,3 +81,12 @@ def test_latency_matching_counts_acknowledgements_in_order_and_never_before_them
 def test_latency_matching_leaves_out_events_never_reflected() -> None:
     got = bench_latency.match([("A-B", 1.0), ("A-B", 2.0)], [(1.5, "A-B", 1)])
     assert [(at, round(ms)) for at, ms in got] == [(1.0, 500)]
+
+
+def test_restart_bench_rates_interpolate_between_samples() -> None:
+    # 100 events/s for 10 s, then 50 events/s: samples every 4 s straddle the change
+    progress = [(t, 100.0 * min(t, 10) + 50.0 * max(0, t - 10)) for t in (4.0, 8.0, 12.0, 16.0, 20.0)]
+    assert bench_restart.rate_between(progress, 0, 800) == pytest.approx(100.0)
+    assert bench_restart.rate_between(progress, 1_100, 1_500) == pytest.approx(50.0)
+    with pytest.raises(ValueError):
+        bench_restart.rate_between(progress, 0, 5_000)
