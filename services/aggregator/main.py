@@ -9,6 +9,7 @@ from pathlib import Path
 from handshake.logs import setup_logging
 from handshake.topics import ensure_or_fail
 from schemas.topics import TopicSpec
+from services.aggregator import partials
 from services.aggregator.settings import AggregatorSettings
 
 log = logging.getLogger("services.aggregator")
@@ -19,13 +20,13 @@ LAYOUT = "write-units-1"  # local store a changelog prefix of whole units (see p
 
 
 def topic_specs(settings: AggregatorSettings) -> list[TopicSpec]:
-    """The four declared topics plus the internal compacted partials topic."""
-    partials = TopicSpec(
+    """The four declared topics plus the internal partials topic and the tables' changelogs."""
+    bundles = TopicSpec(
         name=settings.partials_topic,
         partitions=settings.topic_partitions,
-        config={"cleanup.policy": "compact"},
-        key="p:{AA}-{BB}:{source partition} (partitioned by the pair {AA}-{BB})",
-        description="internal: per-source-partition partial aggregates of each pair",
+        config=dict(partials.TOPIC_CONFIG),
+        key="b:{random} (a bundle of partials, partitioned by their pairs)",
+        description="internal: bundles of per-source-partition partial aggregates of pairs, purged once taken",
     )
     changelogs = [
         TopicSpec(
@@ -39,7 +40,7 @@ def topic_specs(settings: AggregatorSettings) -> list[TopicSpec]:
     ]
     # declared before faust starts: faust checks the changelog's partition count against
     # metadata it fetched at start, and a changelog it creates itself is not in it yet
-    return [*settings.topic_specs(), partials, *changelogs]
+    return [*settings.topic_specs(), bundles, *changelogs]
 
 
 def prepare_data_dir(settings: AggregatorSettings) -> bool:
@@ -80,6 +81,7 @@ def serve(settings: AggregatorSettings | None = None) -> None:
 
     settings = settings or AggregatorSettings()
     setup_logging("aggregator", settings.log_level)
+    partials.migrate_topic(settings.kafka_bootstrap, settings.partials_topic, settings.kafka_python_config())
     ensure_or_fail(
         settings.kafka_bootstrap,
         topic_specs(settings),

@@ -33,6 +33,12 @@ class Metrics:
         self.partials_consumed = Counter(
             "handshake_aggregator_partials_consumed_total", "partial aggregates read by stage 2", registry=r
         )
+        self.partials_log_start = Gauge(
+            "handshake_aggregator_partials_log_start",
+            "first offset the partials topic keeps after this worker's last purge, per partition",
+            ["partition"],
+            registry=r,
+        )
         self.stale_dropped = Counter(
             "handshake_aggregator_stale_generation_dropped_total",
             "buffered records of an older consumer generation dropped (faust re-delivers them)",

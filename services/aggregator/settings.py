@@ -39,8 +39,14 @@ class AggregatorSettings(KafkaSettings):
         description="a dead worker's partitions move after this",
     )
     commit_interval: float = Field(1.0, gt=0, validation_alias=_env("commit_interval"))
+    purge_interval: float = Field(
+        30.0,
+        gt=0,
+        validation_alias=_env("purge_interval"),
+        description="seconds between deletions of the partials stage 2 has taken and committed",
+    )
 
     @property
     def partials_topic(self) -> str:
-        """The internal compacted topic of per-partition partial aggregates, keyed by pair."""
+        """The internal topic of per-partition partial aggregates, in bundles partitioned by pair."""
         return f"{self.app_id}-pair-partials"

@@ -109,7 +109,8 @@ class Publisher:
         self.app = app
         self._partition: dict[tuple[str, bytes], int] = {}
 
-    async def _partition_of(self, topic: str, key: bytes) -> int:
+    async def partition_of(self, topic: str, key: bytes) -> int:
+        """The default partitioner's partition of ``key`` in ``topic``."""
         cached = self._partition.get((topic, key))
         if cached is None:
             producer = hooks.aiokafka_producer(self.app)
@@ -128,8 +129,10 @@ class Publisher:
         """
         by_partition: dict[int, list[Item]] = {}
         for partition_key, key, value in records:
-            partition = await self._partition_of(topic, partition_key)
+            partition = await self.partition_of(topic, partition_key)
             by_partition.setdefault(partition, []).append((key, value))
-        await asyncio.gather(
-            *(_send_in_order(self.app, topic, p, items) for p, items in by_partition.items())
-        )
+        await self.publish_to(topic, by_partition)
+
+    async def publish_to(self, topic: str, records: Mapping[int, Sequence[Item]]) -> None:
+        """Send (key, value) records to the given partitions; wait until all are acknowledged."""
+        await asyncio.gather(*(_send_in_order(self.app, topic, p, items) for p, items in records.items()))

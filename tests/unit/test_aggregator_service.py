@@ -49,11 +49,14 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-def test_topic_specs_include_internal_compacted_topics() -> None:
+def test_topic_specs_include_internal_topics() -> None:
     specs = {s.name: s for s in topic_specs(AggregatorSettings(app_id="agg-y"))}
-    for name in ("agg-y-pair-partials", "agg-y-state-changelog", "agg-y-pairs-changelog"):
+    for name in ("agg-y-state-changelog", "agg-y-pairs-changelog"):
         assert specs[name].partitions == 12
         assert specs[name].config == {"cleanup.policy": "compact"}
+    # bundles of partials: never compacted (none supersedes another), purged once taken
+    assert specs["agg-y-pair-partials"].partitions == 12
+    assert specs["agg-y-pair-partials"].config == {"cleanup.policy": "delete", "retention.ms": "-1"}
     assert len(specs) == 7
 
 

@@ -1,0 +1,60 @@
+"""The partials topic's records: bundles of bounded size, read back whole, in either form."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.aggregator import domain, partials
+
+
+def entry(pair: str, partition: int, updates: int) -> bytes:
+    partial = {**domain.empty_partial(), "updates": updates, "active_events": updates}
+    return partials.entry_bytes(pair, partition, updates, orjson.dumps(partial))
+
+
+@given(
+    st.dictionaries(
+        st.integers(0, 11),
+        st.lists(
+            st.tuples(st.sampled_from(["CN-US", "DE-FR", "ABCD-XY"]), st.integers(0, 11), st.integers(1, 99))
+        ),
+        max_size=4,
+    ),
+    st.integers(200, 4_000),
+)
+def test_bundles_keep_every_entry_in_order_within_the_limit(
+    given_entries: dict[int, list[tuple[str, int, int]]], limit: int
+) -> None:
+    raw = {target: [entry(*e) for e in items] for target, items in given_entries.items()}
+    out = partials.bundle(raw, limit)
+    for target, items in given_entries.items():
+        records = out.get(target, [])
+        read = [e for _, value in records for e in partials.entries(value)]
+        assert [(e["pair"], e["partition"], e["updates"]) for e in read] == items
+        for _, value in records:
+            assert len(value) <= limit or len(partials.entries(value)) == 1  # only a lone big entry
+    keys = [key for records in out.values() for key, _ in records]
+    assert len(set(keys)) == len(keys), "keys are unique: compaction could never drop a bundle"
+
+
+def test_a_single_partial_of_an_earlier_release_reads_as_one_entry() -> None:
+    legacy = {**domain.empty_partial(), "dates": {"2025-04-10": 1}, "active_events": 1, "updates": 3}
+    del legacy["first_date"], legacy["last_date"]
+    value = b'{"pair":"CN-US","partition":4,"updates":3,"partial":' + orjson.dumps(legacy) + b"}"
+    (only,) = partials.entries(value)
+    assert (only["pair"], only["partition"], domain.span(only["partial"])) == (
+        "CN-US",
+        4,
+        ("2025-04-10", "2025-04-10"),
+    )
+
+
+@pytest.mark.parametrize(
+    "value", [b"", b"[]", b'{"partials":[{"pair":"CN-US"}]}', b'{"pair":1,"partition":0,"partial":{}}']
+)
+def test_unreadable_records_raise(value: bytes) -> None:
+    with pytest.raises(Exception):  # noqa: B017 - stage 2 logs any of them and goes on
+        partials.entries(value)
