@@ -629,14 +629,9 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
     @app.timer(settings.purge_interval)
     async def purge_partials() -> None:
         """Delete the partials stage 2 has taken and committed, on the partitions this worker owns."""
-        consumer = cast(Any, app.consumer)
-        committed = {
-            tp: offset
-            for tp in consumer.assignment()
-            if tp.topic == partials_name and (offset := hooks.committed_offset(consumer, tp))
-        }
+        owned = [tp for tp in app.consumer.assignment() if tp.topic == partials_name]
         try:
-            starts = await purger.purge(committed)
+            starts = await purger.purge(settings.app_id, owned)
         except Exception as exc:  # a later round tries again; nothing depends on it but disk
             log.warning("could not purge the partials topic", extra={"error": repr(exc)})
             return

@@ -110,7 +110,11 @@ def migrate_topic(bootstrap: str, topic: str, security: dict[str, Any] | None = 
 
 
 class Purger:
-    """Deletes the partials topic's records below committed offsets (an aiokafka admin client)."""
+    """Deletes the partials topic's records below the offsets a group committed (aiokafka admin).
+
+    The offsets are asked from the broker, not taken from faust: faust records an offset as
+    committed even when the commit failed (``Consumer._commit_offsets``), and deleting above
+    what the broker holds would leave a restarted reader below the log's start."""
 
     def __init__(self, bootstrap: str, security: dict[str, Any] | None = None) -> None:
         self.bootstrap = bootstrap
@@ -118,12 +122,13 @@ class Purger:
         self._admin: Any = None
         self._done: dict[Any, int] = {}  # TopicPartition -> offset purged below
 
-    async def purge(self, committed: Mapping[Any, int]) -> dict[Any, int]:
-        """Delete below each partition's committed offset, where that moved; the new log starts."""
+    async def purge(self, group: str, partitions: Iterable[Any]) -> dict[Any, int]:
+        """Delete below ``group``'s committed offset on each of ``partitions`` (those a worker owns),
+        where it moved since the last time; returns the new log starts."""
         from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-        todo = {tp: offset for tp, offset in committed.items() if offset > self._done.get(tp, 0)}
-        if not todo:
+        tps = list(partitions)
+        if not tps:
             return {}
         if self._admin is None:
             admin = AIOKafkaAdminClient(
@@ -131,6 +136,14 @@ class Purger:
             )
             await admin.start()
             self._admin = admin
+        committed = await self._admin.list_consumer_group_offsets(group, partitions=tps)
+        todo = {
+            tp: meta.offset
+            for tp, meta in committed.items()
+            if meta is not None and meta.offset > self._done.get(tp, 0)
+        }
+        if not todo:
+            return {}
         starts = await self._admin.delete_records({tp: RecordsToDelete(o) for tp, o in todo.items()})
         self._done.update(todo)
         return dict(starts)

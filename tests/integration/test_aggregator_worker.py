@@ -216,7 +216,8 @@ def test_events_with_the_most_delegations_are_counted_exactly(
 def test_a_source_with_compaction_holes_is_read_through_and_counted_exactly(
     kafka_settings: KafkaSettings, spawn: Callable[..., WorkerProcess], producer_factory
 ) -> None:
-    """Compaction leaves holes in the offsets of the events topic (and of the partials topic).
+    """Compaction leaves holes in the offsets of the events topic (and of an earlier release's
+    compacted partials topic).
 
     A hole is not a skip: the worker must read on past it (the broker is asked where the log goes
     on) instead of seeking back to it forever. Seen with a lagging stage 2 at 1,000,000 events.
