@@ -60,11 +60,12 @@ async def follow(api: str, out: list[tuple[float, str, int]], stop: asyncio.Even
                 return
 
 
-def body(n: int) -> tuple[str, bytes]:
-    """Event ``n``: (its pair, the JSON body); every event is new and unique."""
+def body(run: str, n: int) -> tuple[str, bytes]:
+    """Event ``n`` of a run: (its pair, the JSON body); every event of every run is new and unique
+    (an id sent again is a duplicate: acknowledged, but no snapshot ever reflects it)."""
     host, guest = PAIRS[n % len(PAIRS)]
     event = {
-        "event_id": f"lat-{n}",
+        "event_id": f"lat-{run}-{n}",
         "kind": "cultural",
         "title": "latency",
         "host_country": host,
@@ -77,6 +78,7 @@ def body(n: int) -> tuple[str, bytes]:
 async def _send(
     ingest: str, key: str, rate: float, seconds: float, first: int, stride: int, t0: float
 ) -> tuple[list[tuple[str, float]], int]:
+    run = f"{rate:.0f}"
     """Send events first, first+stride, ... each at t0 + n/rate; (pair, 202 time) of each."""
     import aiohttp
 
@@ -86,7 +88,7 @@ async def _send(
     async with aiohttp.ClientSession(ingest, headers=headers, connector=connector) as session:
 
         async def one(n: int) -> None:
-            pair, data = body(n)
+            pair, data = body(run, n)
             async with session.post("/v1/events", data=data) as response:
                 await response.read()
                 if response.status == 202:
