@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 from handshake.logs import setup_logging
 from handshake.topics import ensure_or_fail
@@ -74,6 +75,26 @@ def mark_clean(data_dir: Path) -> None:
     (data_dir / UNCLEAN_MARKER).unlink(missing_ok=True)
 
 
+def restore_from_changelogs(settings: AggregatorSettings, agg: Any) -> None:
+    """No local tables (a new or lost disk): fill them from the changelogs before faust starts."""
+    from services.aggregator.restore import restore_tables
+    from services.aggregator.store import TableState
+
+    tables = [TableState(agg.app, agg.state), TableState(agg.app, agg.pairs)]
+    done = restore_tables(
+        settings.kafka_bootstrap, settings.aiokafka_config(), tables, settings.topic_partitions
+    )
+    agg.metrics.restored_records.set(done.records)
+    log.info(
+        "local tables restored from the changelogs",
+        extra={
+            "records": done.records,
+            "seconds": round(done.seconds, 2),
+            "per_second": round(done.per_second),
+        },
+    )
+
+
 def serve(settings: AggregatorSettings | None = None) -> None:
     import faust
 
@@ -88,8 +109,11 @@ def serve(settings: AggregatorSettings | None = None) -> None:
         settings.replication_factor,
         settings.kafka_python_config(),
     )
-    prepare_data_dir(settings)
+    had_tables = (settings.data_dir / "faust").exists()
+    wiped = prepare_data_dir(settings)
     agg = create_app(settings)
+    if (wiped or not had_tables) and settings.store.startswith("rocksdb"):
+        restore_from_changelogs(settings, agg)
     worker = faust.Worker(
         agg.app,
         loglevel=settings.log_level.lower(),

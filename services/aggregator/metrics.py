@@ -33,6 +33,11 @@ class Metrics:
         self.partials_consumed = Counter(
             "handshake_aggregator_partials_consumed_total", "partial aggregates read by stage 2", registry=r
         )
+        self.restored_records = Gauge(
+            "handshake_aggregator_restored_records",
+            "changelog records this worker restored into empty local tables at start",
+            registry=r,
+        )
         self.partials_log_start = Gauge(
             "handshake_aggregator_partials_log_start",
             "first offset the partials topic keeps after this worker's last purge, per partition",

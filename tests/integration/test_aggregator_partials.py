@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -157,3 +158,55 @@ def test_an_earlier_release_topic_of_single_compacted_partials_is_taken_over(
         assert stats.by_month == {"1951-02": 1, "1990-07": 1, "2026-01": 1}
     finally:
         worker.kill()
+
+
+def changelog_ends(bootstrap: str, topics: list[str]) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        return sum(consumer.end_offsets(tps).values())
+    finally:
+        consumer.close()
+
+
+def test_a_worker_that_lost_its_disk_restores_its_tables_from_the_changelogs(
+    kafka_settings: KafkaSettings, unique: Callable[[str], str], producer_factory: Any, tmp_path: Path
+) -> None:
+    """Local tables deleted: filled from the changelogs before faust starts (every record), then
+    exact on later events, corrections of earlier ones among them."""
+    bootstrap = kafka_settings.kafka_bootstrap
+    app_id = unique("agg")
+    settings = AggregatorSettings(**kafka_settings.model_dump(), app_id=app_id)
+    ensure_topics(bootstrap, topic_specs(settings))
+    producer = producer_factory()
+    events = list(event_stream(random.Random(5), 500, partners=4, correction_rate=0.3))
+
+    def send(batch: list[Any]) -> None:
+        for event in batch:
+            key, value, headers = encode_event(event)
+            producer.send(kafka_settings.events_topic, key=key, value=value, headers=headers)
+        producer.flush(timeout=30)
+
+    send(events[:300])
+    worker = start_worker(kafka_settings, app_id, tmp_path / "w", tmp_path / "w1.log")
+    try:
+        worker.wait_ready(90)
+        assert wait_for_truth(bootstrap, kafka_settings.pair_stats_topic, events[:300], 60) == {}
+        worker.stop()
+        changelogs = [f"{app_id}-state-changelog", f"{app_id}-pairs-changelog"]
+        written = changelog_ends(bootstrap, changelogs)
+        shutil.rmtree(tmp_path / "w")  # the disk is lost
+        send(events[300:])
+        worker = start_worker(kafka_settings, app_id, tmp_path / "w", tmp_path / "w2.log")
+        worker.wait_ready(90)
+        assert metric(worker, "handshake_aggregator_restored_records") == written > 0
+        assert wait_for_truth(bootstrap, kafka_settings.pair_stats_topic, events, 60) == {}
+    finally:
+        worker.kill()
+
+
+def metric(worker: WorkerProcess, name: str) -> float:
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{worker.web_port}/metrics").text
+    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
