@@ -6,13 +6,15 @@ One worker aggregates N events (stage 1 has taken every one; its rate over the f
 last 100,000 events tells whether the cost per event stays flat as history grows; one event in
 20 belongs to a pair whose events start any day from 1950 to 2026), then is stopped cleanly and
 restarted, then SIGKILLed and restarted; each restart is timed from the process start to
-``/readyz`` answering 200. Uses HANDSHAKE_KAFKA_BOOTSTRAP when set, else a temporary native
+``/readyz`` answering 200. Last, its local state is deleted and the time to ready again is the
+rebuild from the changelogs alone. Uses HANDSHAKE_KAFKA_BOOTSTRAP when set, else a temporary native
 broker. Prints JSON and writes bench/results/restart.json.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -23,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_aggregator import history, main, metric, rss_mb  # noqa: E402
+from bench_aggregator import end_offsets_total, history, main, metric, rss_mb  # noqa: E402
 
 from handshake.broker import free_port  # noqa: E402
 from services.aggregator.testing import WorkerProcess, worker_env  # noqa: E402
@@ -81,6 +83,16 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
     peak_after_kill = rss_mb(worker.proc.pid)
     worker.stop()
     data_bytes = sum(f.stat().st_size for f in (work / "w").rglob("*") if f.is_file())
+
+    # the disk is lost: everything comes back from the changelogs alone
+    changelog_records = end_offsets_total(
+        bootstrap, [f"{app_id}-state-changelog", f"{app_id}-pairs-changelog"]
+    )
+    shutil.rmtree(work / "w")
+    worker = WorkerProcess(env, port, work / "worker4.log").start()
+    rebuild_s = worker.wait_ready(1800)
+    restored = metric(worker, "handshake_aggregator_restored_records")
+    worker.stop()
     first, last = rate_between(progress, 0, FLAT_WINDOW), rate_between(progress, n - FLAT_WINDOW, n)
     return {
         "events": n,
@@ -97,6 +109,10 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
         "worker_peak_rss_mib": round(peak, 1),
         "restarted_worker_peak_rss_mib": round(peak_after_kill, 1),
         "local_state_mib": round(data_bytes / 2**20, 1),
+        "changelog_records": changelog_records,
+        "restored_records": int(restored),
+        "rebuild_from_changelog_seconds": round(rebuild_s, 2),
+        "rebuild_changelog_records_per_s": round(changelog_records / rebuild_s),
         "cpus": os.cpu_count(),
     }
 

@@ -228,6 +228,22 @@ ROWS: list[tuple[str, str, str, str, str, str]] = [
     ("restart", "worker peak RSS over the history, MiB", "worker_peak_rss_mib", "", "", "≤ 1,024 MiB"),
     (
         "restart",
+        "rebuild from the changelogs alone (disk lost), s",
+        "rebuild_from_changelog_seconds",
+        "",
+        "",
+        "≤ 120 s",
+    ),
+    (
+        "restart",
+        "rebuild from the changelogs alone, changelog records/s",
+        "rebuild_changelog_records_per_s",
+        "",
+        "",
+        "≥ 50,000",
+    ),
+    (
+        "restart",
         "stage 1 over the last 100,000 events, events/s",
         "stage1_events_per_s_last_100k",
         "stage 1 over the first 100,000",

@@ -339,6 +339,11 @@ def broker_credentials(settings: AggregatorSettings) -> faust.SASLCredentials | 
     )
 
 
+def stage2_batch_size(settings: AggregatorSettings) -> int:
+    """Records per stage-2 batch: a record is a bundle of ~27 partials, so a tenth of stage 1's."""
+    return max(1, settings.batch_size // 10)
+
+
 def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> Aggregator:
     metrics = metrics or Metrics()
     app = faust.App(
@@ -376,7 +381,13 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
     }
     events_topic = app.topic(settings.events_topic, **raw)
     partials_topic = app.topic(
-        settings.partials_topic, partitions=settings.topic_partitions, compacting=True, internal=True, **raw
+        settings.partials_topic,
+        partitions=settings.topic_partitions,
+        internal=True,
+        # buffered bundles (16 KiB each): two of stage 2's batches, not stream_buffer_maxsize's
+        # 10,000 (160 MiB when stage 2 is behind)
+        maxsize=2 * stage2_batch_size(settings),
+        **raw,
     )
     pair_stats_topic = app.topic(settings.pair_stats_topic, **raw)
     dead_letter_topic = app.topic(settings.dead_letter_topic, **raw)
@@ -621,8 +632,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
 
     @app.agent(partials_topic, name=f"{settings.app_id}.stage2")
     async def stage2(stream: Any) -> None:
-        # a record of stage 2 is a bundle of ~27 partials: a tenth as many records per batch
-        await run_stage(stream, "stage2", stage2_batch, max(1, settings.batch_size // 10))
+        await run_stage(stream, "stage2", stage2_batch, stage2_batch_size(settings))
 
     purger = partials.Purger(settings.kafka_bootstrap, settings.aiokafka_config())
 
