@@ -236,8 +236,8 @@ ROWS: list[tuple[str, str, str, str, str, str]] = [
     ),
     (
         "restart",
-        "rebuild from the changelogs alone, changelog records/s",
-        "rebuild_changelog_records_per_s",
+        "rebuild from the changelogs alone, records restored/s",
+        "rebuild_restored_records_per_s",
         "",
         "",
         "≥ 50,000",
