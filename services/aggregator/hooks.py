@@ -21,7 +21,7 @@ def unacked_messages(consumer: Any) -> Any:
     on, even when processing it raised (faust-streaming issues #189 and #315; a manually
     acknowledged ``take`` was proposed in PR #192 and never merged), and then commits past it.
     The aggregator marks such events acknowledged itself and removes them from this set, so
-    faust's commit never passes them and they are delivered again (:func:`app.unacknowledge`).
+    faust's commit never passes them and they are delivered again (:func:`delivery.unacknowledge`).
     """
     return consumer._unacked_messages
 

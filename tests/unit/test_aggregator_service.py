@@ -103,7 +103,7 @@ def test_metrics_render_on_own_registry() -> None:
 def test_batches_keep_only_the_current_generation_in_offset_order() -> None:
     from types import SimpleNamespace
 
-    from services.aggregator.app import in_generation
+    from services.aggregator.delivery import in_generation
 
     def event(partition: int, offset: int, generation: int) -> SimpleNamespace:
         message = SimpleNamespace(partition=partition, offset=offset, generation_id=generation, acked=False)
@@ -142,7 +142,7 @@ def _at(partition: int, offset: int) -> Any:
 
 
 def test_source_positions_cut_a_batch_at_skipped_offsets_and_seek_back() -> None:
-    from services.aggregator.app import SourcePositions
+    from services.aggregator.delivery import SourcePositions
 
     positions = SourcePositions()
     start = {0: 10, 1: 0}
@@ -176,7 +176,7 @@ def test_source_positions_cut_a_batch_at_skipped_offsets_and_seek_back() -> None
 
 
 def test_known_log_holes_are_read_through_and_survive_a_new_generation() -> None:
-    from services.aggregator.app import SourcePositions
+    from services.aggregator.delivery import SourcePositions
 
     positions = SourcePositions()
     offsets = lambda evs: [(e.message.partition, e.message.offset) for e in evs]  # noqa: E731
@@ -202,7 +202,7 @@ def test_known_log_holes_are_read_through_and_survive_a_new_generation() -> None
 
 
 def test_unacknowledged_events_are_never_acknowledged_by_faust() -> None:
-    from services.aggregator.app import unacknowledge
+    from services.aggregator.delivery import unacknowledge
 
     events = [_at(0, 1), _at(0, 2)]
     for ev in events:
@@ -219,7 +219,7 @@ def test_post_recovery_seek_covers_partitions_without_a_committed_offset() -> No
 
     from faust.types import TP
 
-    from services.aggregator.app import seek_sources_after_recovery
+    from services.aggregator.delivery import seek_sources_after_recovery
 
     tps = [TP(t, p) for t, p in [("ev", 0), ("ev", 1), ("ev", 2), ("log", 0)]]
     sought: list[tuple[str, int, int]] = []
