@@ -76,6 +76,7 @@ async def _restore(
         bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
+        auto_offset_reset="earliest",
         client_id="handshake-aggregator-restore",
         max_partition_fetch_bytes=FETCH_BYTES,
         fetch_max_bytes=4 * FETCH_BYTES,
@@ -87,7 +88,11 @@ async def _restore(
         consumer.assign(list(by_tp))
         ends = await consumer.end_offsets(list(by_tp))
         todo = {tp for tp, end in ends.items() if end > 0}
-        await consumer.seek_to_beginning(*todo)
+        # explicit offsets: after assign(), seek_to_beginning() can lose to the pending reset to
+        # the default "latest" (position() then says the end: nothing was restored)
+        starts = await consumer.beginning_offsets(list(todo))
+        for tp in todo:
+            consumer.seek(tp, starts[tp])
         while todo:
             fetched = await consumer.getmany(*todo, timeout_ms=1000)
             for tp, chunk in fetched.items():

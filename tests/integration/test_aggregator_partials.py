@@ -160,10 +160,11 @@ def test_an_earlier_release_topic_of_single_compacted_partials_is_taken_over(
         worker.kill()
 
 
-def changelog_ends(bootstrap: str, topics: list[str]) -> int:
+def changelog_ends(bootstrap: str, topics: list[str], partitions: int) -> int:
+    # every partition named: a new consumer's partitions_for_topic may not know a topic yet
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     try:
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
         return sum(consumer.end_offsets(tps).values())
     finally:
         consumer.close()
@@ -194,15 +195,14 @@ def test_a_worker_that_lost_its_disk_restores_its_tables_from_the_changelogs(
         assert wait_for_truth(bootstrap, kafka_settings.pair_stats_topic, events[:300], 60) == {}
         worker.stop()
         changelogs = [f"{app_id}-state-changelog", f"{app_id}-pairs-changelog"]
-        written = changelog_ends(bootstrap, changelogs)
+        written = changelog_ends(bootstrap, changelogs, settings.topic_partitions)
         shutil.rmtree(tmp_path / "w")  # the disk is lost
         send(events[300:])
         worker = start_worker(kafka_settings, app_id, tmp_path / "w", tmp_path / "w2.log")
         worker.wait_ready(90)
-        restored = metric(worker, "handshake_aggregator_restored_records")
-        # every record, unless compaction removed some; a restore cut short is still exact
-        # (faust's recovery reads on from the stored offset), which the check below proves
-        assert 0 < restored <= written, (restored, written)
+        # every record (no compaction at this size); it once restored none: seek_to_beginning()
+        # lost to the consumer's pending reset to "latest"
+        assert metric(worker, "handshake_aggregator_restored_records") == written > 0
         assert wait_for_truth(bootstrap, kafka_settings.pair_stats_topic, events, 60) == {}
     finally:
         worker.kill()
