@@ -42,6 +42,13 @@ def start_worker(kafka: KafkaSettings, app_id: str, data_dir: Path, log: Path) -
     return WorkerProcess(env, port, log).start()
 
 
+def send(producer: Any, topic: str, events: list[Any]) -> None:
+    for event in events:
+        key, value, headers = encode_event(event)
+        producer.send(topic, key=key, value=value, headers=headers)
+    producer.flush(timeout=30)
+
+
 def log_starts(bootstrap: str, topic: str) -> dict[int, int]:
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     try:
@@ -80,13 +87,7 @@ def test_taken_partials_are_purged_and_a_restart_after_the_purge_stays_exact(
     producer = producer_factory()
     events = list(event_stream(random.Random(11), 400, partners=4))
 
-    def send(batch: list[Any]) -> None:
-        for event in batch:
-            key, value, headers = encode_event(event)
-            producer.send(kafka_settings.events_topic, key=key, value=value, headers=headers)
-        producer.flush(timeout=30)
-
-    send(events[:250])
+    send(producer, kafka_settings.events_topic, events[:250])
     worker = start_worker(kafka_settings, app_id, tmp_path / "w", tmp_path / "w1.log")
     try:
         worker.wait_ready(90)
@@ -99,7 +100,7 @@ def test_taken_partials_are_purged_and_a_restart_after_the_purge_stays_exact(
         done = committed(bootstrap, app_id, settings.partials_topic)
         assert all(start <= done.get(p, 0) for p, start in starts.items()), (starts, done)
         worker.kill()  # SIGKILL: resumes from committed offsets, at or above the purged start
-        send(events[250:])
+        send(producer, kafka_settings.events_topic, events[250:])
         worker = start_worker(kafka_settings, app_id, tmp_path / "w", tmp_path / "w2.log")
         worker.wait_ready(90)
         assert wait_for_truth(bootstrap, kafka_settings.pair_stats_topic, events, 60) == {}
@@ -182,13 +183,7 @@ def test_a_worker_that_lost_its_disk_restores_its_tables_from_the_changelogs(
     producer = producer_factory()
     events = list(event_stream(random.Random(5), 500, partners=4, correction_rate=0.3))
 
-    def send(batch: list[Any]) -> None:
-        for event in batch:
-            key, value, headers = encode_event(event)
-            producer.send(kafka_settings.events_topic, key=key, value=value, headers=headers)
-        producer.flush(timeout=30)
-
-    send(events[:300])
+    send(producer, kafka_settings.events_topic, events[:300])
     worker = start_worker(kafka_settings, app_id, tmp_path / "w", tmp_path / "w1.log")
     try:
         worker.wait_ready(90)
@@ -197,7 +192,7 @@ def test_a_worker_that_lost_its_disk_restores_its_tables_from_the_changelogs(
         changelogs = [f"{app_id}-state-changelog", f"{app_id}-pairs-changelog"]
         written = changelog_ends(bootstrap, changelogs, settings.topic_partitions)
         shutil.rmtree(tmp_path / "w")  # the disk is lost
-        send(events[300:])
+        send(producer, kafka_settings.events_topic, events[300:])
         worker = start_worker(kafka_settings, app_id, tmp_path / "w", tmp_path / "w2.log")
         worker.wait_ready(90)
         # every record (no compaction at this size); it once restored none: seek_to_beginning()
