@@ -377,7 +377,11 @@ def partner_fields(event: ExchangeEvent) -> dict[str, Any]:
     """The partner-supplied fields of an event as plain JSON values (no server fields)."""
     if type(event) is ExchangeEvent:  # nothing to leave out (and it dumps faster without include)
         return event.model_dump(mode="json")
-    return event.model_dump(mode="json", include=set(ExchangeEvent.model_fields))
+    return event.model_dump(mode="json", include=_PARTNER_FIELDS)
+
+
+#: Built once, not at every call (``model_fields`` is a property in pydantic 2.11). Never modified.
+_PARTNER_FIELDS: set[str] = set(ExchangeEvent.model_fields)
 
 
 def content_hash(event: ExchangeEvent) -> str:

@@ -134,6 +134,12 @@ def _known_fields_only(data: object) -> object:
     """Forward compatibility: a v1 reader ignores fields added later (new optional fields)."""
     if not isinstance(data, dict):
         return data
+    delegations = data.get("delegations")
+    if data.keys() <= _EVENT_FIELDS and (
+        not isinstance(delegations, list)
+        or all(not isinstance(d, dict) or d.keys() <= _DELEGATION_FIELDS for d in delegations)
+    ):
+        return data  # nothing to leave out (every record this release writes)
     out = {k: v for k, v in data.items() if k in _EVENT_FIELDS}
     delegations = out.get("delegations")
     if isinstance(delegations, list):

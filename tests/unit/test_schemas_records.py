@@ -99,6 +99,17 @@ def test_decode_ignores_unknown_headers_and_fields() -> None:
     assert event.event_id == "evt:1"
 
 
+@pytest.mark.parametrize("where", ["top", "nested"])
+def test_decode_ignores_a_later_field_at_either_level_alone(where: str) -> None:
+    key, value, headers = encode_event(accepted())
+    body = json.loads(value)
+    if where == "top":
+        body["future_optional_field"] = {"any": "thing"}
+    else:
+        body["delegations"][-1]["future_nested"] = 3
+    assert decode_event(key, json.dumps(body).encode(), headers) == decode_event(key, value, headers)
+
+
 def test_decode_rejects_invalid_event_content() -> None:
     key, value, headers = encode_event(accepted())
     body = json.loads(value)
