@@ -29,7 +29,7 @@ from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas.records import RecordError, decode_event, encode_dead_letter, encode_pair_stats
-from services.aggregator import domain, hooks, partials
+from services.aggregator import batching, domain, hooks, partials
 from services.aggregator.delivery import (
     LogProbe,
     SourcePositions,
@@ -382,10 +382,18 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
                 metrics.latency.observe(max(0.0, now - msg.timestamp))
         metrics.batch_seconds.labels("stage1").observe(time.perf_counter() - started)
 
+    def highwater(tp: Any) -> int | None:
+        try:
+            return cast(int | None, app.consumer.highwater(tp))
+        except Exception:  # not assigned (any more), or the consumer is not running
+            return None
+
     async def run_stage(stream: Any, stage: str, handle: Any, size: int) -> None:
-        """Feed ``handle`` batches; a batch that fails is read again, never acknowledged."""
+        """Feed ``handle`` batches (see :mod:`batching`); a batch is acknowledged once processed,
+        and one that fails is read again, never acknowledged."""
         seek_sources_after_recovery(app.consumer, {settings.events_topic, partials_name})
-        async for events in stream.take_events(size, within=settings.flush_interval):
+        delivered = batching.Positions(highwater)
+        async for events in batching.batches(stream, size, settings.flush_interval, delivered):
             try:
                 await handle(events)
             except Exception:
@@ -395,7 +403,11 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
                 metrics.batch_failures.labels(stage).inc()
                 unacknowledge(events, hooks.unacked_messages(app.consumer))
                 positions[stage].forget()
+                delivered.forget()
                 await asyncio.sleep(1.0)
+            else:
+                for ev in events:  # as take_events did (also those left out as stale)
+                    await stream.ack(ev)
 
     @app.agent(events_topic, name=f"{settings.app_id}.stage1")
     async def stage1(stream: Any) -> None:

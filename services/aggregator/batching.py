@@ -1,0 +1,132 @@
+"""How each stage cuts its batches: small and at once when it is caught up, large when behind.
+
+A fixed ``take_events(size, within)`` made every live event wait up to ``within`` in each of the
+two stages (p50 320 ms at 100 events/s with 0.2 s), while a short ``within`` made catch-up
+batches small (stage 1 -14 %, the pipeline -19 % at 200,000 events). Here each stage polls
+faust's buffer often (``POLL``) and keeps the records it has until one of:
+
+- the batch is full (``size``);
+- the stage is caught up: no assigned partition of its topic has records past the last one
+  delivered (the consumer's high watermark);
+- the oldest record has waited ``flush_interval``.
+
+faust's ``noack_take`` (public API) leaves acknowledging to the caller, so records held across
+polls are never acknowledged, hence never committed, before their batch is processed: the stage
+acknowledges each batch after it succeeds (``take_events`` acknowledged a batch when the loop
+asked for the next one). While a batch is processed, faust goes on filling the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from faust.types import EventT
+
+#: seconds between two looks at faust's buffer (an idle stage wakes this often)
+POLL = 0.01
+
+
+@dataclass
+class Hold:
+    """The records a stage holds, and when to hand them over (pure: no faust, no clock)."""
+
+    size: int
+    flush_interval: float
+    events: list[EventT] = field(default_factory=list)
+    since: float | None = None  # when the oldest held record arrived
+
+    def add(self, events: Sequence[EventT], now: float) -> None:
+        if events and self.since is None:
+            self.since = now
+        self.events.extend(events)
+
+    def deadline(self) -> float | None:
+        """When the oldest held record will have waited ``flush_interval``."""
+        return None if self.since is None else self.since + self.flush_interval
+
+    def due(self, now: float, behind: bool) -> bool:
+        """Hand the batch over now?"""
+        deadline = self.deadline()
+        if not self.events or deadline is None:
+            return False
+        return len(self.events) >= self.size or not behind or now >= deadline
+
+    def take(self) -> list[EventT]:
+        out, self.events, self.since = self.events, [], None
+        return out
+
+
+class Positions:
+    """The next offset of each partition of a topic, from the records delivered so far."""
+
+    def __init__(self, highwater: Callable[[Any], int | None]) -> None:
+        self._highwater = highwater
+        self._next: dict[Any, int] = {}
+
+    def note(self, events: Sequence[EventT]) -> None:
+        for ev in events:
+            msg = ev.message
+            if msg.offset + 1 > self._next.get(msg.tp, -1):
+                self._next[msg.tp] = msg.offset + 1
+
+    def behind(self) -> bool:
+        """Does any partition seen so far hold records past the last one delivered?
+
+        ``highwater`` returns None for a partition it knows nothing of (e.g. no longer assigned).
+        """
+        return any((self._highwater(tp) or 0) > next_offset for tp, next_offset in self._next.items())
+
+    def forget(self) -> None:
+        """After a rebalance or a seek back: positions are learned again from what comes."""
+        self._next.clear()
+
+
+async def batches(
+    stream: Any,
+    size: int,
+    flush_interval: float,
+    positions: Positions,
+    poll: float = POLL,
+    clock: Callable[[], float] = time.monotonic,
+) -> AsyncIterator[list[EventT]]:
+    """The stage's batches from ``stream.noack_take``, cut as the module says; none acknowledged.
+
+    The next poll of faust's buffer stays pending while the caller processes a batch (faust
+    fills it meanwhile); it is cancelled when the caller stops iterating.
+    """
+    hold = Hold(size, flush_interval)
+    polls = stream.noack_take(size, within=poll).__aiter__()
+    pending: asyncio.Future[Sequence[EventT]] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(polls.__anext__())
+            deadline = hold.deadline()
+            timeout = None if deadline is None else max(0.0, deadline - clock())
+            done, _ = await asyncio.wait({pending}, timeout=timeout)
+            if done:
+                try:
+                    events = pending.result()
+                except StopAsyncIteration:
+                    pending = None
+                    break
+                pending = None
+                positions.note(events)
+                hold.add(events, clock())
+            if hold.due(clock(), positions.behind()):
+                yield hold.take()
+        if hold.events:
+            yield hold.take()
+    finally:
+        if pending is not None:  # the stage stops: faust's generator ends with the cancelled poll
+            pending.add_done_callback(_retrieve)
+            pending.cancel()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: a poll that failed as the stage stopped is not logged
