@@ -95,8 +95,9 @@ async def batches(
 ) -> AsyncIterator[list[EventT]]:
     """The stage's batches from ``stream.noack_take``, cut as the module says; none acknowledged.
 
-    The next poll of faust's buffer stays pending while the caller processes a batch (faust
-    fills it meanwhile); it is cancelled when the caller stops iterating.
+    The next poll of faust's buffer is pending while the caller processes a batch: faust fills
+    it whenever the caller awaits (e.g. Kafka's acknowledgement of the batch's writes). It is
+    cancelled when the caller stops iterating.
     """
     hold = Hold(size, flush_interval)
     polls = stream.noack_take(size, within=poll).__aiter__()
@@ -118,6 +119,8 @@ async def batches(
                 positions.note(events)
                 hold.add(events, clock())
             if hold.due(clock(), positions.behind()):
+                if pending is None:  # faust fills the next poll while the caller processes
+                    pending = asyncio.ensure_future(polls.__anext__())
                 yield hold.take()
         if hold.events:
             yield hold.take()
