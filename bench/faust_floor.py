@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     import faust
 
-    from handshake.runtime import tune_gc
+    from handshake.runtime import AGGREGATOR_GC_THRESHOLD, tune_gc
     from schemas.records import decode_event
     from services.aggregator.app import broker_credentials
     from services.aggregator.settings import AggregatorSettings
@@ -92,7 +92,7 @@ def main() -> None:
     app.agent(source, name="floor")(one_by_one if args.one_by_one else batches)
 
     worker = faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False, override_logging=False)
-    tune_gc()  # as the aggregator's worker does: like is compared with like
+    tune_gc(AGGREGATOR_GC_THRESHOLD)  # as the aggregator's worker does: like is compared with like
     worker.execute_from_commandline()
 
 

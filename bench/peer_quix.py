@@ -39,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from handshake.runtime import tune_gc  # noqa: E402
+from handshake.runtime import AGGREGATOR_GC_THRESHOLD, tune_gc  # noqa: E402
 from schemas.acceptance import Verdict, judge  # noqa: E402
 from schemas.events import content_hash  # noqa: E402
 from schemas.records import RecordError, decode_event, encode_pair_stats  # noqa: E402
@@ -142,7 +142,7 @@ def main() -> None:
     sdf = sdf.group_by(lambda delta: delta["pair"], name="pair")
     sdf = sdf.apply(stage2, stateful=True)
     sdf.to_topic(out)
-    tune_gc()  # as the aggregator's worker does: like is compared with like
+    tune_gc(AGGREGATOR_GC_THRESHOLD)  # as the aggregator's worker does: like is compared with like
     app.run()
 
 

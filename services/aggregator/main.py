@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from handshake.logs import setup_logging
-from handshake.runtime import tune_gc
+from handshake.runtime import AGGREGATOR_GC_THRESHOLD, tune_gc
 from handshake.topics import ensure_or_fail
 from schemas.topics import TopicSpec
 from services.aggregator import partials
@@ -115,7 +115,7 @@ def serve(settings: AggregatorSettings | None = None) -> None:
     agg = create_app(settings)
     if (wiped or not had_tables) and settings.store.startswith("rocksdb"):
         restore_from_changelogs(settings, agg)
-    tune_gc()  # stage 1 +39 %, measured (bench/README.md)
+    tune_gc(AGGREGATOR_GC_THRESHOLD)  # stage 1 +39 %, measured (bench/README.md)
     worker = faust.Worker(
         agg.app,
         loglevel=settings.log_level.lower(),
