@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from schemas.events import AcceptedEvent
+from schemas.records import encode_event
 
 COUNTRIES: tuple[str, ...] = ("US", "CN", "FR", "DE", "JP", "BR", "IN", "KE", "MX", "NG", "SUHH", "YUCS")
 KINDS = ("athletic", "cultural", "scientific", "educational", "professional", "humanitarian", "civic")
@@ -67,6 +68,14 @@ def random_event(
         days=rng.randint(0, 5),
         title=f"event {event_id} r{revision}",
     )
+
+
+def produce_events(producer: Any, topic: str, events: Sequence[AcceptedEvent]) -> None:
+    """Send ``events`` as ingest would (kafka-python ``producer``) and wait until all are acked."""
+    for event in events:
+        key, value, headers = encode_event(event)
+        producer.send(topic, key=key, value=value, headers=headers)
+    producer.flush(timeout=30)
 
 
 def event_stream(

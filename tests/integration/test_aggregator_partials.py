@@ -19,13 +19,13 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from handshake.broker import free_port
 from handshake.settings import KafkaSettings
 from handshake.topics import ensure_topics
-from schemas.records import encode_event
 from services.aggregator import domain
 from services.aggregator.main import topic_specs
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.testing import (
     WorkerProcess,
     event_stream,
+    produce_events,
     read_snapshots,
     wait_for_truth,
     worker_env,
@@ -40,13 +40,6 @@ def start_worker(kafka: KafkaSettings, app_id: str, data_dir: Path, log: Path) -
         kafka, app_id=app_id, data_dir=data_dir, web_port=port, commit_interval=0.5, purge_interval=1
     )
     return WorkerProcess(env, port, log).start()
-
-
-def send(producer: Any, topic: str, events: list[Any]) -> None:
-    for event in events:
-        key, value, headers = encode_event(event)
-        producer.send(topic, key=key, value=value, headers=headers)
-    producer.flush(timeout=30)
 
 
 def log_starts(bootstrap: str, topic: str) -> dict[int, int]:
@@ -87,7 +80,7 @@ def test_taken_partials_are_purged_and_a_restart_after_the_purge_stays_exact(
     producer = producer_factory()
     events = list(event_stream(random.Random(11), 400, partners=4))
 
-    send(producer, kafka_settings.events_topic, events[:250])
+    produce_events(producer, kafka_settings.events_topic, events[:250])
     worker = start_worker(kafka_settings, app_id, tmp_path / "w", tmp_path / "w1.log")
     try:
         worker.wait_ready(90)
@@ -100,7 +93,7 @@ def test_taken_partials_are_purged_and_a_restart_after_the_purge_stays_exact(
         done = committed(bootstrap, app_id, settings.partials_topic)
         assert all(start <= done.get(p, 0) for p, start in starts.items()), (starts, done)
         worker.kill()  # SIGKILL: resumes from committed offsets, at or above the purged start
-        send(producer, kafka_settings.events_topic, events[250:])
+        produce_events(producer, kafka_settings.events_topic, events[250:])
         worker = start_worker(kafka_settings, app_id, tmp_path / "w", tmp_path / "w2.log")
         worker.wait_ready(90)
         assert wait_for_truth(bootstrap, kafka_settings.pair_stats_topic, events, 60) == {}
@@ -183,7 +176,7 @@ def test_a_worker_that_lost_its_disk_restores_its_tables_from_the_changelogs(
     producer = producer_factory()
     events = list(event_stream(random.Random(5), 500, partners=4, correction_rate=0.3))
 
-    send(producer, kafka_settings.events_topic, events[:300])
+    produce_events(producer, kafka_settings.events_topic, events[:300])
     worker = start_worker(kafka_settings, app_id, tmp_path / "w", tmp_path / "w1.log")
     try:
         worker.wait_ready(90)
@@ -192,7 +185,7 @@ def test_a_worker_that_lost_its_disk_restores_its_tables_from_the_changelogs(
         changelogs = [f"{app_id}-state-changelog", f"{app_id}-pairs-changelog"]
         written = changelog_ends(bootstrap, changelogs, settings.topic_partitions)
         shutil.rmtree(tmp_path / "w")  # the disk is lost
-        send(producer, kafka_settings.events_topic, events[300:])
+        produce_events(producer, kafka_settings.events_topic, events[300:])
         worker = start_worker(kafka_settings, app_id, tmp_path / "w", tmp_path / "w2.log")
         worker.wait_ready(90)
         # every record (no compaction at this size); it once restored none: seek_to_beginning()

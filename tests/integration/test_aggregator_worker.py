@@ -20,10 +20,17 @@ from handshake.broker import free_port
 from handshake.settings import KafkaSettings
 from handshake.topics import ensure_topics
 from schemas.events import AcceptedEvent
-from schemas.records import decode_dead_letter, encode_event
+from schemas.records import decode_dead_letter
 from services.aggregator.main import topic_specs
 from services.aggregator.settings import AggregatorSettings
-from services.aggregator.testing import WorkerProcess, event_stream, make_event, wait_for_truth, worker_env
+from services.aggregator.testing import (
+    WorkerProcess,
+    event_stream,
+    make_event,
+    produce_events,
+    wait_for_truth,
+    worker_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -57,13 +64,6 @@ def spawn(
         worker.kill()
 
 
-def produce(producer: Any, topic: str, events: list[AcceptedEvent]) -> None:
-    for event in events:
-        key, value, headers = encode_event(event)
-        producer.send(topic, key=key, value=value, headers=headers)
-    producer.flush(timeout=30)
-
-
 def scenario_events() -> list[AcceptedEvent]:
     events = [
         make_event("pa", "e1", host="US", delegations=[("CN", 10), ("FR", 4)]),
@@ -86,7 +86,7 @@ def test_aggregates_equal_ground_truth_and_poison_pills_are_dead_lettered(
 ) -> None:
     producer = producer_factory()
     events = scenario_events()
-    produce(producer, kafka_settings.events_topic, events[:150])
+    produce_events(producer, kafka_settings.events_topic, events[:150])
     ce = [("ce_type", b"org.handshake.exchange.v1"), ("ce_specversion", b"1.0")]
     pills = [
         (b"pa/bad1", b"{not json", ce),
@@ -97,7 +97,7 @@ def test_aggregates_equal_ground_truth_and_poison_pills_are_dead_lettered(
         producer.send(kafka_settings.events_topic, key=k, value=v, headers=h).get(timeout=10)
         for k, v, h in pills
     ]
-    produce(producer, kafka_settings.events_topic, events[150:])
+    produce_events(producer, kafka_settings.events_topic, events[150:])
 
     worker = spawn()
     worker.wait_ready(90)
@@ -130,7 +130,7 @@ class Feeder(threading.Thread):
     def run(self) -> None:
         while not self.halt.is_set():
             chunk = [next(self.stream) for _ in range(20)]
-            produce(self.producer, self.topic, chunk)
+            produce_events(self.producer, self.topic, chunk)
             self.sent.extend(chunk)
             time.sleep(20 / self.rate)
 
@@ -202,7 +202,7 @@ def test_events_with_the_most_delegations_are_counted_exactly(
         make_event("pa", "big", revision=2, host=codes[1], delegations=[(codes[0], 7), *big[1:]]),
         make_event("pb", "big", host=codes[2], delegations=big[:1] + big[2:]),
     ]
-    produce(producer_factory(), kafka_settings.events_topic, events)
+    produce_events(producer_factory(), kafka_settings.events_topic, events)
     worker = spawn()
     worker.wait_ready(90)
     assert wait_for_truth(kafka_settings.kafka_bootstrap, kafka_settings.pair_stats_topic, events, 90) == {}
@@ -246,7 +246,7 @@ def test_a_source_with_compaction_holes_is_read_through_and_counted_exactly(
                 )
             )
     producer = producer_factory()
-    produce(producer, topic, events)
+    produce_events(producer, topic, events)
 
     def holes() -> int:
         """Offsets missing before or between the records of the topic, as aiokafka reads them."""
@@ -277,7 +277,7 @@ def test_a_source_with_compaction_holes_is_read_through_and_counted_exactly(
     deadline = time.monotonic() + 60
     while holes() == 0:
         assert time.monotonic() < deadline, "the broker never compacted the events topic"
-        produce(producer, topic, events[-1:])  # rolls the segment the cleaner waits on
+        produce_events(producer, topic, events[-1:])  # rolls the segment the cleaner waits on
         time.sleep(2)
 
     worker = spawn()
