@@ -15,6 +15,7 @@ import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.partitioner.default import murmur2
 
 from handshake.broker import free_port
 from handshake.settings import KafkaSettings
@@ -128,6 +129,8 @@ def test_an_earlier_release_topic_of_single_compacted_partials_is_taken_over(
     legacy[3]["dates"] = {"1951-02-03": 1, "2026-01-30": 1}
     legacy[8]["dates"] = {"1990-07-14": 1}
     producer = producer_factory()
+    # keyed by (pair, source partition) but partitioned by pair, as that release published them
+    pair_partition = (murmur2(b"CN-US") & 0x7FFFFFFF) % settings.topic_partitions
     for source, partial in legacy.items():
         del partial["first_date"], partial["last_date"]
         body = {"pair": "CN-US", "partition": source, "updates": partial["updates"], "partial": partial}
@@ -135,6 +138,7 @@ def test_an_earlier_release_topic_of_single_compacted_partials_is_taken_over(
             settings.partials_topic,
             key=domain.partial_key("CN-US", source).encode(),
             value=orjson.dumps(body),
+            partition=pair_partition,
         )
     producer.flush(timeout=30)
 
@@ -142,7 +146,7 @@ def test_an_earlier_release_topic_of_single_compacted_partials_is_taken_over(
     try:
         worker.wait_ready(90)
         assert policy(bootstrap, settings.partials_topic) == "delete"
-        # the two partials may reach stage 2 in two batches: one snapshot each, the last has both
+        # the two partials may reach stage 2 in two batches: a snapshot each, the last has both
         deadline = time.monotonic() + 60
         while (stats := read_snapshots(bootstrap, kafka_settings.pair_stats_topic).get("CN-US")) is None or (
             stats.version < 5
