@@ -182,8 +182,9 @@ class LogProbe:
 def unacknowledge(events: Sequence[EventT], unacked: Any) -> None:
     """Keep faust from ever acknowledging ``events`` (so from committing past them).
 
-    faust's ``take_events`` acknowledges every event of a batch when the loop moves on, also
-    when processing it failed; an event already marked acknowledged is skipped there.
+    A stage acknowledges its processed batch whole, with the events it left out (stale, or cut
+    before a seek back); an event already marked acknowledged is skipped there. Out of faust's
+    unacknowledged set, a failed batch's events do not keep a rebalance waiting either.
     """
     for ev in events:
         ev.message.acked = True

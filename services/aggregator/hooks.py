@@ -17,11 +17,13 @@ from typing import Any
 def unacked_messages(consumer: Any) -> Any:
     """The set of messages faust still waits to see acknowledged (``Consumer._unacked_messages``).
 
-    faust acknowledges every event that ``Stream.take_events`` handed out once the loop moves
-    on, even when processing it raised (faust-streaming issues #189 and #315; a manually
-    acknowledged ``take`` was proposed in PR #192 and never merged), and then commits past it.
-    The aggregator marks such events acknowledged itself and removes them from this set, so
-    faust's commit never passes them and they are delivered again (:func:`delivery.unacknowledge`).
+    faust has no public way to give up on an event without acknowledging it (faust-streaming
+    issues #189 and #315): ``take_events`` acknowledged every event it handed out, even when
+    processing it raised, and a stage that takes with ``noack_take`` and acknowledges its
+    processed batch whole would acknowledge the events it left out (stale, or cut before a seek
+    back), while an event never acknowledged keeps a rebalance waiting for it. The aggregator
+    marks such events acknowledged itself and removes them from this set, so faust's commit
+    never passes them and they are delivered again (:func:`delivery.unacknowledge`).
     """
     return consumer._unacked_messages
 

@@ -5,8 +5,8 @@ store write per record: ~12,000 records/s here, about nine minutes for a million
 A worker that lost its disk (no local tables at start) reads every partition of both tables'
 changelogs with a plain aiokafka consumer instead, and writes each fetched chunk to the
 partition's RocksDB in one ``WriteBatch`` together with the changelog offset faust resumes from
-(as :mod:`services.aggregator.store` does). faust's own recovery then reads only what was
-written after (``persisted_offset``). A restore cut short leaves each partition a prefix of
+(``TableState.store_locally``, as stage 1's own writes). faust's own recovery then reads only
+what was written after (``persisted_offset``). A restore cut short leaves each partition a prefix of
 its changelog with the matching offset, which faust reads on from.
 
 It restores every partition, not only those the worker will be assigned (the assignment is not
@@ -23,8 +23,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from services.aggregator import hooks
 
 log = logging.getLogger("services.aggregator")
 
@@ -67,7 +65,6 @@ def restore_tables(
 async def _restore(
     bootstrap: str, security: dict[str, Any], tables: Sequence[Any], partitions: int
 ) -> Restored:
-    import rocksdict
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     began = time.perf_counter()
@@ -100,14 +97,7 @@ async def _restore(
                 chunk = [r for r in chunk if r.offset < ends[tp]]
                 if not chunk:
                     continue
-                batch = rocksdict.WriteBatch(raw_mode=True)
-                for record in chunk:
-                    if record.value is None:
-                        batch.delete(record.key)
-                    else:
-                        batch.put(record.key, record.value)
-                batch.put(table.store.offset_key, str(chunk[-1].offset).encode())
-                hooks.rocksdb_partition(table.store, partition).write(batch)
+                table.store_locally(partition, [(r.key, r.value) for r in chunk], chunk[-1].offset)
                 records += len(chunk)
             for tp in list(todo):
                 if await consumer.position(tp) >= ends[tp]:

@@ -85,21 +85,30 @@ class TableState:
             if unit:
                 last = await _send_in_order(self.app, self.changelog, partition, unit)
         if last >= 0:
-            self._store_locally(partition, [item for unit in units for item in unit], last)
+            self.store_locally(partition, [item for unit in units for item in unit], last)
 
-    def _store_locally(self, partition: int, items: Sequence[Item], last: int) -> None:
+    def store_locally(self, partition: int, items: Sequence[tuple[bytes, bytes | None]], last: int) -> None:
+        """Write ``items`` (a None value deletes its key) to the local store with ``last``, the
+        changelog offset they come up to: in RocksDB, one atomic ``WriteBatch``. Also used by
+        :mod:`services.aggregator.restore`."""
         if self.rocks:
             import rocksdict
 
             batch = rocksdict.WriteBatch(raw_mode=True)
             for key, value in items:
-                batch.put(key, value)
+                if value is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
             batch.put(self.store.offset_key, str(last).encode())
             hooks.rocksdb_partition(self.store, partition).write(batch)
         else:
             for key, value in items:
-                self.store.data[key] = value
-                hooks.note_key_partition(self.store, key, partition)
+                if value is None:
+                    self.store.data.pop(key, None)
+                else:
+                    self.store.data[key] = value
+                    hooks.note_key_partition(self.store, key, partition)
 
 
 class Publisher:
