@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.events import AcceptedEvent
+from schemas.events import AcceptedEvent, ExchangeEvent
 from schemas.records import (
     CE_TYPE_EVENT,
     DeadLetter,
@@ -19,6 +19,7 @@ from schemas.records import (
     decode_event,
     decode_pair_stats,
     decode_partner,
+    encode_accepted,
     encode_dead_letter,
     encode_event,
     encode_pair_stats,
@@ -63,6 +64,29 @@ def test_event_round_trip() -> None:
     assert body["partner_id"] == "acme-club"
     assert b" " not in value.replace(b"Friendly match", b"")
     assert decode_event(key, value, headers) == event
+
+
+def test_encoded_values_hold_no_more_memory_than_their_length() -> None:
+    """Ingest keeps every accepted event's value in its view: a value must cost about its length,
+    not the 4-8 KiB buffer that orjson.dumps (3.12 and later) leaves allocated behind it."""
+    import tracemalloc
+
+    event = accepted()
+    fields = {k: v for k, v in event.model_dump().items() if k not in ("partner_id", "received_at")}
+    partner_event = ExchangeEvent.model_validate(fields)
+    encoders = {
+        "encode_event": lambda: encode_event(event)[1],
+        "encode_accepted": lambda: encode_accepted(partner_event, "acme-club", event.received_at)[0][1],
+    }
+    for name, encode in encoders.items():
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            kept = [encode() for _ in range(200)]
+            per_value = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+        finally:
+            tracemalloc.stop()
+        assert per_value < len(kept[0]) + 256, (name, per_value, len(kept[0]))
 
 
 def reason(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None) -> str:
