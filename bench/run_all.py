@@ -136,6 +136,22 @@ ROWS: list[tuple[str, str, str, str, str, str]] = [
     ),
     (
         "aggregator",
+        "stage 1 CPU µs per event from ready (all threads; stage 2 runs alongside)",
+        "stage1_cpu_us_per_event_after_ready",
+        "faust floor decoding, CPU µs per event",
+        "faust_floor_decode_cpu_us_per_event",
+        "—",
+    ),
+    (
+        "aggregator",
+        "records through faust per event (each event, and the partials bundles stage 2 reads)",
+        "faust_records_per_event",
+        "",
+        "",
+        "—",
+    ),
+    (
+        "aggregator",
         "faust floor: a no-op agent taking the same batches, events/s",
         "faust_floor_events_per_s",
         "raw aiokafka consume+decode",
