@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from handshake.errors import HandshakeError
+from services.ingest import hooks
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class TopicFollower:
         tps: list[TopicPartition] = []
         for topic in self.topics:
             # the consumer's own metadata only covers assigned topics: ask the cluster
-            while not (parts := (await consumer._client.fetch_all_metadata()).partitions_for_topic(topic)):
+            while not (parts := await hooks.cluster_partitions(consumer, topic)):
                 if loop.time() > deadline:
                     raise HandshakeError(f"topic {topic} has no partitions (does it exist?)")
                 await asyncio.sleep(0.2)

@@ -27,6 +27,7 @@ from kafka.partitioner.default import DefaultPartitioner
 from kafka.structs import TopicPartition
 
 from handshake.errors import HandshakeError
+from services.ingest import hooks
 from services.ingest.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -148,176 +149,6 @@ def murmur2(data: bytes) -> int:
     return h
 
 
-class LoopDriver:
-    """Runs a KafkaProducer's network I/O on the asyncio event loop while its connections are steady.
-
-    kafka-python runs its sender in a thread of its own, which shares the GIL with the event loop:
-    every produce request and response costs a GIL hand-off, and the loop's own code ran 1.3-1.5x
-    slower per request beside it (measured; bench/README.md). The driver parks that thread and
-    runs the sender's iterations as loop callbacks instead, polling kafka-python's selector
-    without blocking: when its selector has events (its epoll descriptor is watched by the loop),
-    when ``send()`` wakes the sender (merged into one iteration per loop pass), and when the
-    sender's next deadline (linger, retry, timeout) is due.
-
-    Whatever could block stays off the loop: connecting to a broker (a DNS lookup), obtaining
-    or bumping the idempotent producer id (blocking waits in kafka-python), and closing all run
-    in the producer's own thread, which resumes until the state is steady again (producer id
-    assigned, no producer-id request pending, every broker connection up), then hands back.
-    """
-
-    def __init__(self, producer: KafkaProducer, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.loop_thread = threading.get_ident()
-        self.sender = producer._sender
-        self.client = self.sender._client
-        self.net = self.client._net
-        self.manager = self.client._manager
-        self.transactions = producer._transaction_manager
-        self.on_loop = False  # True: the loop drives the sender and its thread is parked
-        sender_class = type(self.sender)
-        self._real_run_once = sender_class.run_once.__get__(self.sender)
-        self._unpark = threading.Event()
-        self._scheduled = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._wanted_ms: float | None = None
-        self._to_thread_now = False
-        self._watching = False
-
-    def attach(self) -> None:
-        """Called on the loop: from now on the producer's thread only runs the unsteady states."""
-        self.sender.run_once = self._run_once_in_thread
-        self.client.poll = self._poll
-        self.sender.wakeup = self.wakeup
-        self.net.wakeup()  # the thread leaves its select and hands over at its next iteration
-
-    # -- which side runs the sender ------------------------------------------------------
-    def steady(self) -> bool:
-        """Nothing the sender does next can block: safe to run it on the loop."""
-        tm = self.transactions
-        if (
-            tm is None
-            or not self.sender._running
-            or not tm.has_producer_id()
-            or tm.has_fatal_error()
-            or tm.is_bumping_epoch()
-            or tm.has_in_flight_transactional_request()
-            or tm._pending_requests
-        ):
-            return False
-        conns = self.manager._conns
-        return bool(conns) and all(conn.connected for conn in conns.values())
-
-    def _run_once_in_thread(self) -> None:
-        """The sender thread's iteration: parked while the loop drives, else kafka-python's own."""
-        while self.on_loop:
-            self._unpark.wait()
-            self._unpark.clear()
-        self._real_run_once()
-        if self.steady() and self.loop.is_running():
-            self.on_loop = True  # from here on this thread only returns and parks
-            try:
-                self.loop.call_soon_threadsafe(self._resume)
-            except RuntimeError:  # the loop closed meanwhile: keep running here
-                self.on_loop = False
-
-    def _resume(self) -> None:
-        if not self.on_loop:
-            return
-        if not self._watching:
-            self.loop.add_reader(self.net._selector.fileno(), self._readable)
-            self._watching = True
-        self._schedule()
-
-    def _to_thread(self) -> None:
-        """Stop driving and let the sender's thread run (on the loop, or once the loop is gone)."""
-        self.on_loop = False
-        with contextlib.suppress(Exception):  # a closed loop (shutdown) has nothing to remove
-            if self._watching:
-                self._watching = False
-                self.loop.remove_reader(self.net._selector.fileno())
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-        self._unpark.set()
-        # a wake-up the loop took (close's, say) must not leave the thread's first poll blocking
-        self.net.wakeup()
-
-    # -- the sender on the loop ------------------------------------------------------
-    def _schedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            self.loop.call_soon(self._tick)
-
-    def _readable(self) -> None:
-        """Kafka-python's selector has events: handle them, then run the sender, as its thread
-        does after every poll that returned (an acknowledgement may have unpaused a connection
-        with batches waiting)."""
-        if self.on_loop and self.steady():
-            try:
-                self.net._poll_once(0)
-            except Exception:  # as kafka-python's own thread does: log, and go on
-                log.exception("uncaught error in the Kafka producer's I/O")
-        self._tick()
-
-    def _tick(self) -> None:
-        self._scheduled = False
-        if not self.on_loop:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self.steady():
-            self._to_thread()
-            return
-        self._wanted_ms = None
-        try:
-            self._real_run_once()
-        except Exception:  # as kafka-python's own thread does: log, and go on
-            log.exception("uncaught error in the Kafka producer's I/O")
-        if self._to_thread_now:
-            self._to_thread_now = False
-            self._to_thread()
-            return
-        if self.net._ready:
-            self._schedule()
-            return
-        delay = None if self._wanted_ms is None else self._wanted_ms / 1000
-        due = self.net._next_scheduled_timeout(time.monotonic())
-        if due is not None:
-            delay = due if delay is None else min(delay, due)
-        if delay is not None:
-            self._timer = self.loop.call_later(max(delay, 0.0), self._tick)
-
-    def _poll(self, timeout_ms: float | None = None, future: Any = None) -> None:
-        """``client.poll`` for the sender: without blocking on the loop, kafka-python's elsewhere."""
-        if self.on_loop and threading.get_ident() == self.loop_thread:
-            if not self.steady():  # e.g. run_once just started a connection: its thread goes on
-                self._to_thread_now = True
-                return
-            self._wanted_ms = timeout_ms
-            self.net._poll_once(0)
-            return
-        with self.client._lock:
-            self.net.poll(timeout_ms=timeout_ms, future=future)
-
-    def wakeup(self) -> None:
-        """``sender.wakeup`` (send(), metadata requests, close): reaches whichever side runs it."""
-        if threading.get_ident() == self.loop_thread:
-            if self.on_loop:
-                self._schedule()
-            else:
-                self.net.wakeup()
-        elif not self.on_loop:
-            self.net.wakeup()
-        elif self.loop.is_running():
-            try:
-                self.loop.call_soon_threadsafe(self.wakeup)
-            except RuntimeError:  # closed meanwhile
-                self._to_thread()
-        else:  # the loop is gone (shutdown): nothing else can be driving the sender
-            self._to_thread()
-
-
 class KeyPartitioner(DefaultPartitioner):
     """DefaultPartitioner's choice for keyed records (murmur2 of the key, like the Java client),
     so every producer puts a key on the same partition; cheaper per record (the default
@@ -427,14 +258,8 @@ class KafkaPublisher:
             return [Outcome(False, error="producer not started") for _ in records]
         loop = asyncio.get_running_loop()
         pending = _Pending(len(records), loop)
-        sender = self._producer._sender
-        driver = sender.__dict__.get("_driver")
-        if driver is None or driver.loop is not loop:  # once per producer and loop
-            if driver is not None:
-                driver._to_thread()  # its loop ended (a second running loop would be a misuse)
-            sender._driver = LoopDriver(self._producer, loop)
-            sender._driver.attach()
-        known = self._producer._metadata.partitions_for_topic(self.topic)
+        hooks.loop_driver(self._producer, loop)
+        known = hooks.known_partitions(self._producer, self.topic)
         if known:
             # with the topic's partitions known, records are appended on the loop
             self._send_all(records, pending, sorted(known))
@@ -467,8 +292,8 @@ class KafkaPublisher:
         # it does for any caller (checking header types, calling the no-op serialisers, rebuilding
         # the partition set, estimating the size, formatting a debug line). Large records still
         # go through send(), which checks their size.
-        append = producer._accumulator.append
-        wakeup = producer._sender.wakeup
+        append = hooks.accumulator_append(producer)
+        wakeup = hooks.sender_wakeup(producer)
         for index, (key, value, headers) in enumerate(records):
             try:
                 if partitions is not None and len(value) <= DIRECT_APPEND_MAX:
@@ -534,8 +359,7 @@ class KafkaPublisher:
 
     def io_on_loop(self) -> bool:
         producer = self._producer
-        driver = producer._sender.__dict__.get("_driver") if producer is not None else None
-        return driver is not None and driver.on_loop
+        return hooks.io_on_loop(producer)
 
     def _probe_loop(self) -> None:
         """Refresh metadata every second: the broker answered recently, or we are not ready."""
@@ -543,8 +367,7 @@ class KafkaPublisher:
             producer = self._producer
             assert producer is not None
             try:
-                future = producer._metadata.request_update()
-                producer._sender.wakeup()
+                future = hooks.request_metadata_update(producer)
                 done = threading.Event()
                 future.add_both(lambda _value, event=done: event.set())
                 done.wait(2.0)
@@ -567,8 +390,7 @@ def _discard(producer: KafkaProducer) -> None:
     """Close a replaced producer at once (its unacknowledged records were answered 503): its
     batches are aborted first, so that close's own flush has nothing left to wait for."""
     with contextlib.suppress(Exception):
-        producer._sender.force_close()
-        producer._sender.join(5)
+        hooks.force_close(producer)
     with contextlib.suppress(Exception):
         producer.close(timeout=0)
 
@@ -597,7 +419,7 @@ class _Health:
 def assert_idempotent(producer: KafkaProducer) -> None:
     """Refuse a producer that silently fell back to non-idempotent, or without acks=all."""
     config = producer.config
-    manager = getattr(producer, "_transaction_manager", None)
+    manager = hooks.transaction_manager(producer)
     if not config.get("enable_idempotence") or manager is None or config.get("acks") != -1:
         raise HandshakeError(
             "the Kafka producer is not idempotent with acks=all (broker too old or conflicting "
@@ -607,12 +429,13 @@ def assert_idempotent(producer: KafkaProducer) -> None:
 
 def wait_for_producer_id(producer: KafkaProducer, timeout: float) -> None:
     """Wait until the broker assigned a producer id (proof the idempotent protocol is live)."""
-    manager = producer._transaction_manager
+    manager = hooks.transaction_manager(producer)
+    wakeup = hooks.sender_wakeup(producer)
     deadline = time.monotonic() + timeout
     while not manager.has_producer_id():
         if time.monotonic() > deadline:
             raise HandshakeError("the broker did not assign an idempotent producer id in time")
-        producer._sender.wakeup()
+        wakeup()
         time.sleep(0.05)
 
 
