@@ -1,7 +1,7 @@
 """The publisher adapter: an idempotent acks=all kafka-python producer used from asyncio.
 
 Once the producer is connected and has its producer id, the event loop drives its network I/O
-(:class:`LoopDriver`): ``send`` appends to the producer's accumulator on the loop, produce
+(:class:`~services.ingest.hooks.LoopDriver`): ``send`` appends to the producer's accumulator on the loop, produce
 requests and acknowledgements are handled in loop callbacks, and each publish call's asyncio
 future is resolved there. Anything that could block (connecting to a broker, obtaining the
 producer id, sending before the topic's metadata is known, closing) runs in threads instead:
