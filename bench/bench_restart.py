@@ -2,10 +2,10 @@
 
     python bench/bench_restart.py [N]      (default 1000000 events, two delegations each)
 
-One worker aggregates N events (stage 1 has taken every one; its rate over the first and the
-last 100,000 events tells whether the cost per event stays flat as history grows; one event in
-20 belongs to a pair whose events start any day from 1950 to 2026), then is stopped cleanly and
-restarted, then SIGKILLed and restarted; each restart is timed from the process start to
+One worker aggregates N events (stage 1 has taken every one; its rate, and the worker's CPU per
+event, over the first 100,000 events from ready and the last 100,000 tell whether the cost per
+event stays flat as history grows; one event in 20 belongs to a pair whose events start any day
+from 1950 to 2026), then is stopped cleanly and restarted, then SIGKILLed and restarted; each restart is timed from the process start to
 ``/readyz`` answering 200. Last, its local state is deleted and the time to ready again is the
 rebuild from the changelogs alone. Uses HANDSHAKE_KAFKA_BOOTSTRAP when set, else a temporary native
 broker. Prints JSON and writes bench/results/restart.json.
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_aggregator import end_offsets_total, history, main, metric, rss_mb  # noqa: E402
+from bench_aggregator import cpu_seconds, end_offsets_total, history, main, metric, rss_mb  # noqa: E402
 
 from handshake.broker import free_port  # noqa: E402
 from services.aggregator.testing import WorkerProcess, worker_env  # noqa: E402
@@ -33,21 +33,29 @@ from services.aggregator.testing import WorkerProcess, worker_env  # noqa: E402
 FLAT_WINDOW = 100_000  # events: the per-event cost is flat when the last window is as fast as the first
 
 
-def rate_between(progress: list[tuple[float, float]], low: float, high: float) -> float:
-    """Events/s over the events numbered low..high, from (seconds, events taken) samples: the
-    time of each bound is interpolated between the samples around it."""
+def at_count(progress: list[tuple[float, ...]], count: float, column: int = 0) -> float:
+    """``column`` of (seconds, events taken, ...) samples when stage 1 had taken ``count`` events,
+    interpolated between the samples around it."""
+    previous: tuple[float, ...] = (0.0,) * len(progress[0]) if progress else ()
+    for sample in progress:
+        taken = sample[1]
+        if taken >= count:
+            span = taken - previous[1]
+            share = (count - previous[1]) / span if span else 1.0
+            return previous[column] + share * (sample[column] - previous[column])
+        previous = sample
+    raise ValueError(f"no sample reached {count} events")
 
-    def at(count: float) -> float:
-        previous = (0.0, 0.0)
-        for seconds, taken in progress:
-            if taken >= count:
-                span = taken - previous[1]
-                share = (count - previous[1]) / span if span else 1.0
-                return previous[0] + share * (seconds - previous[0])
-            previous = (seconds, taken)
-        raise ValueError(f"no sample reached {count} events")
 
-    return (high - low) / (at(high) - at(low))
+def rate_between(progress: list[tuple[float, ...]], low: float, high: float) -> float:
+    """Events/s over the events numbered low..high, from (seconds, events taken, ...) samples."""
+    return (high - low) / (at_count(progress, high) - at_count(progress, low))
+
+
+def cpu_us_between(progress: list[tuple[float, float, float]], low: float, high: float) -> float:
+    """The worker's CPU µs per event over the events numbered low..high, from (seconds, events
+    taken, CPU seconds) samples: unlike events/s, not blurred by the machine's drift."""
+    return 1e6 * (at_count(progress, high, 2) - at_count(progress, low, 2)) / (high - low)
 
 
 def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
@@ -59,10 +67,14 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
     worker.wait_ready(300)
     # the history is in the state once stage 1 has taken every event; stage 2 (which reads
     # ~2 partials per event) lags behind under this load and catches up after the restarts
-    progress: list[tuple[float, float]] = []  # (seconds since ready, events stage 1 has taken)
+    # (seconds since the start, events stage 1 has taken, the worker's CPU seconds), from ready:
+    # start-up (imports, the group join) is not part of the first window
+    ready = (time.perf_counter() - began, metric(worker, "handshake_aggregator_events_total"))
+    progress: list[tuple[float, float, float]] = [(*ready, cpu_seconds(worker.proc.pid))]
     while not progress or progress[-1][1] < n:
         time.sleep(1)
-        progress.append((time.perf_counter() - began, metric(worker, "handshake_aggregator_events_total")))
+        taken = metric(worker, "handshake_aggregator_events_total")
+        progress.append((time.perf_counter() - began, taken, cpu_seconds(worker.proc.pid)))
         if progress[-1][0] > 7200:
             raise TimeoutError("the worker did not finish")
     aggregate_s = progress[-1][0]
@@ -93,7 +105,13 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
     rebuild_s = worker.wait_ready(1800)
     restored = metric(worker, "handshake_aggregator_restored_records")
     worker.stop()
-    first, last = rate_between(progress, 0, FLAT_WINDOW), rate_between(progress, n - FLAT_WINDOW, n)
+    start = progress[0][1]  # taken by the time the worker was ready (0 unless it was quick)
+    first, last = (
+        rate_between(progress, start, start + FLAT_WINDOW),
+        rate_between(progress, n - FLAT_WINDOW, n),
+    )
+    first_cpu = cpu_us_between(progress, start, start + FLAT_WINDOW)
+    last_cpu = cpu_us_between(progress, n - FLAT_WINDOW, n)
     return {
         "events": n,
         "produce_events_per_s": round(n / produce_s),
@@ -102,6 +120,10 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
         "stage1_events_per_s_first_100k": round(first),
         "stage1_events_per_s_last_100k": round(last),
         "stage1_last_to_first_100k": round(last / first, 2),
+        # the worker's CPU per event (stage 2 runs alongside): first window over last, as above
+        "cpu_us_per_event_first_100k": round(first_cpu, 1),
+        "cpu_us_per_event_last_100k": round(last_cpu, 1),
+        "cpu_first_to_last_100k": round(first_cpu / last_cpu, 2),
         "stage2_partials_behind_at_stop": int(backlog),
         "restart_after_clean_stop_seconds": round(clean_restart_s, 2),
         "events_processed_again_after_clean_stop": int(processed_after_clean),

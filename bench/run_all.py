@@ -267,6 +267,14 @@ ROWS: list[tuple[str, str, str, str, str, str]] = [
         "≥ 0.8x first",
     ),
     (
+        "restart",
+        "worker CPU µs per event over the first 100,000 events (stage 2 alongside)",
+        "cpu_us_per_event_first_100k",
+        "the same over the last 100,000",
+        "cpu_us_per_event_last_100k",
+        "—",
+    ),
+    (
         "api",
         "/v1/pairs?limit=20 p99 at 50k pairs, ms",
         "http.pairs_limit20.p99_ms",

@@ -93,6 +93,18 @@ def test_restart_bench_rates_interpolate_between_samples() -> None:
         bench_restart.rate_between(progress, 0, 5_000)
 
 
+def test_restart_bench_cpu_per_event_interpolates_by_events_taken() -> None:
+    # 100 events/s at 0.01 CPU s per second (100 µs per event), then 50 events/s at the same CPU
+    # rate (200 µs per event); the first sample is the worker being ready after 2 s of start-up
+    progress = [(2.0, 0.0, 1.5)] + [
+        (t, 100.0 * min(t - 2, 10) + 50.0 * max(0, t - 12), 1.5 + 0.01 * (t - 2))
+        for t in (6.0, 10.0, 14.0, 18.0)
+    ]
+    assert bench_restart.cpu_us_between(progress, 0, 800) == pytest.approx(100.0)
+    assert bench_restart.cpu_us_between(progress, 1_100, 1_250) == pytest.approx(200.0)
+    assert bench_restart.rate_between(progress, 0, 800) == pytest.approx(100.0)  # from ready
+
+
 def test_latency_events_are_unique_across_runs() -> None:
     """Ids that restart at each rate made the first run's events duplicates in the second: acknowledged
     but never reflected, they showed up as a two-second "stall" at the start of the 1,000/s run."""
