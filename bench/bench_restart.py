@@ -5,10 +5,11 @@
 One worker aggregates N events (stage 1 has taken every one; its rate, and the worker's CPU per
 event, over the first 100,000 events from ready and the last 100,000 tell whether the cost per
 event stays flat as history grows; one event in 20 belongs to a pair whose events start any day
-from 1950 to 2026), then is stopped cleanly and restarted, then SIGKILLed and restarted; each restart is timed from the process start to
-``/readyz`` answering 200. Last, its local state is deleted and the time to ready again is the
-rebuild from the changelogs alone. Uses HANDSHAKE_KAFKA_BOOTSTRAP when set, else a temporary native
-broker. Prints JSON and writes bench/results/restart.json.
+from 1950 to 2026), then is stopped cleanly and restarted, then SIGKILLed and restarted; each
+restart is timed from the process start to ``/readyz`` answering 200. Last, its local state is
+deleted and the time to ready again is the rebuild from the changelogs alone. Uses
+HANDSHAKE_KAFKA_BOOTSTRAP when set, else a temporary native broker. Prints JSON and writes
+bench/results/restart.json.
 """
 
 from __future__ import annotations
