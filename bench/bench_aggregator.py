@@ -84,7 +84,7 @@ def produce(bootstrap: str, topic: str, n: int) -> float:
         "EG", "AR", "KR", "TR", "SE", "NO", "PL", "UA", "VN", "TH", "ID", "PH", "PE", "CL",
     ]  # fmt: skip
     for i in range(n):
-        if i % LONG_PAIR_EVERY == 0:
+        if LONG_PAIR_EVERY and i % LONG_PAIR_EVERY == 0:
             event = long_pair_event(rng, f"partner-{i % 50}", f"ev-{i}", countries)
         else:
             event = random_event(rng, f"partner-{i % 50}", f"ev-{i}", countries=countries, delegations=2)
@@ -217,6 +217,12 @@ def quix_peer(bootstrap: str, events_topic: str, truth: Path, work: Path) -> dic
 
 
 def metric(worker: WorkerProcess, name: str) -> float:
+    """One metric of the worker, summed over its labels."""
+    return metrics_of(worker, name)[0]
+
+
+def metrics_of(worker: WorkerProcess, *names: str) -> list[float]:
+    """Metrics of the worker, each summed over its labels, from one scrape."""
     import httpx
 
     for attempt in range(12):  # a busy worker may answer late: a slow answer is not a failure
@@ -226,11 +232,12 @@ def metric(worker: WorkerProcess, name: str) -> float:
         except httpx.TimeoutException:
             if attempt == 11:
                 raise
-    total = 0.0
+    totals = [0.0] * len(names)
     for line in text.splitlines():
-        if line.startswith(name) and not line.startswith(name + "_created"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+        for i, name in enumerate(names):
+            if line.startswith(name) and not line.startswith(name + "_created"):
+                totals[i] += float(line.rsplit(" ", 1)[1])
+    return totals
 
 
 def end_offsets_total(bootstrap: str, topics: list[str]) -> int:
@@ -398,6 +405,7 @@ def main(
     secure_option: bool = False,
 ) -> None:
     """``bench(bootstrap, N, workdir)`` on HANDSHAKE_KAFKA_BOOTSTRAP or a temporary broker; N from argv."""
+    global SECRETS, LONG_PAIR_EVERY
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "events", nargs="?", type=int, default=default_n, help=f"events to produce (default {default_n:,})"
@@ -406,9 +414,16 @@ def main(
         parser.add_argument(
             "--secure", action="store_true", help="a temporary secured broker: what TLS and SCRAM cost"
         )
+    parser.add_argument(
+        "--long-pair-every",
+        type=int,
+        default=LONG_PAIR_EVERY,
+        metavar="K",
+        help=f"one event in K belongs to the pair spanning 1950-2026 (default {LONG_PAIR_EVERY}; 0: none)",
+    )
     args = parser.parse_args()
     n, secure = args.events, getattr(args, "secure", False)
-    global SECRETS
+    LONG_PAIR_EVERY = args.long_pair_every
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         bootstrap = os.environ.get("HANDSHAKE_KAFKA_BOOTSTRAP")
@@ -418,6 +433,7 @@ def main(
             with temporary_cluster(work / "kafka", secure=secure) as cluster:
                 SECRETS = cluster.secrets if secure else None
                 result = bench(cluster.bootstrap, n, work)
+    result["long_pair_every"] = LONG_PAIR_EVERY
     print(json.dumps(result, indent=2))
     out = ROOT / "bench" / "results" / f"{name}{'_secure' if secure else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,12 +26,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_aggregator import cpu_seconds, end_offsets_total, history, main, metric, rss_mb  # noqa: E402
+from bench_aggregator import (  # noqa: E402
+    cpu_seconds,
+    end_offsets_total,
+    history,
+    main,
+    metric,
+    metrics_of,
+    rss_mb,
+)
 
 from handshake.broker import free_port  # noqa: E402
 from services.aggregator.testing import WorkerProcess, worker_env  # noqa: E402
 
 FLAT_WINDOW = 100_000  # events: the per-event cost is flat when the last window is as fast as the first
+EVENTS = "handshake_aggregator_events_total"  # stage 1 has taken them
+CONSUMED = "handshake_aggregator_partials_consumed_total"  # stage 2 has taken them
 
 
 def at_count(progress: list[tuple[float, ...]], count: float, column: int = 0) -> float:
@@ -53,10 +63,15 @@ def rate_between(progress: list[tuple[float, ...]], low: float, high: float) -> 
     return (high - low) / (at_count(progress, high) - at_count(progress, low))
 
 
-def cpu_us_between(progress: list[tuple[float, float, float]], low: float, high: float) -> float:
+def cpu_us_between(progress: list[tuple[float, ...]], low: float, high: float) -> float:
     """The worker's CPU µs per event over the events numbered low..high, from (seconds, events
-    taken, CPU seconds) samples: unlike events/s, not blurred by the machine's drift."""
-    return 1e6 * (at_count(progress, high, 2) - at_count(progress, low, 2)) / (high - low)
+    taken, CPU seconds, ...) samples: unlike events/s, not blurred by the machine's drift."""
+    return 1e6 * per_event_between(progress, low, high, 2)
+
+
+def per_event_between(progress: list[tuple[float, ...]], low: float, high: float, column: int) -> float:
+    """How much ``column`` grew per event over the events numbered low..high."""
+    return (at_count(progress, high, column) - at_count(progress, low, column)) / (high - low)
 
 
 def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
@@ -68,14 +83,15 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
     worker.wait_ready(300)
     # the history is in the state once stage 1 has taken every event; stage 2 (which reads
     # ~2 partials per event) lags behind under this load and catches up after the restarts
-    # (seconds since the start, events stage 1 has taken, the worker's CPU seconds), from ready:
-    # start-up (imports, the group join) is not part of the first window
-    ready = (time.perf_counter() - began, metric(worker, "handshake_aggregator_events_total"))
-    progress: list[tuple[float, float, float]] = [(*ready, cpu_seconds(worker.proc.pid))]
+    # (seconds since the start, events stage 1 has taken, the worker's CPU seconds, partials stage
+    # 2 has taken: its share of the work in a window varies with its lag), from ready: start-up
+    # (imports, the group join) is not part of the first window
+    progress: list[tuple[float, ...]] = []
     while not progress or progress[-1][1] < n:
-        time.sleep(1)
-        taken = metric(worker, "handshake_aggregator_events_total")
-        progress.append((time.perf_counter() - began, taken, cpu_seconds(worker.proc.pid)))
+        if progress:
+            time.sleep(1)
+        taken, consumed = metrics_of(worker, EVENTS, CONSUMED)
+        progress.append((time.perf_counter() - began, taken, cpu_seconds(worker.proc.pid), consumed))
         if progress[-1][0] > 7200:
             raise TimeoutError("the worker did not finish")
     aggregate_s = progress[-1][0]
@@ -113,6 +129,7 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
     )
     first_cpu = cpu_us_between(progress, start, start + FLAT_WINDOW)
     last_cpu = cpu_us_between(progress, n - FLAT_WINDOW, n)
+    windows = range(int(start), int(n) - FLAT_WINDOW + 1, FLAT_WINDOW)  # each 100,000 in turn
     return {
         "events": n,
         "produce_events_per_s": round(n / produce_s),
@@ -125,6 +142,12 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
         "cpu_us_per_event_first_100k": round(first_cpu, 1),
         "cpu_us_per_event_last_100k": round(last_cpu, 1),
         "cpu_first_to_last_100k": round(first_cpu / last_cpu, 2),
+        "cpu_us_per_event_by_100k": [round(cpu_us_between(progress, w, w + FLAT_WINDOW), 1) for w in windows],
+        # stage 2 lags under this load: how many partials it took per event in each window
+        "stage2_partials_per_event_first_100k": round(
+            per_event_between(progress, start, start + FLAT_WINDOW, 3), 2
+        ),
+        "stage2_partials_per_event_last_100k": round(per_event_between(progress, n - FLAT_WINDOW, n, 3), 2),
         "stage2_partials_behind_at_stop": int(backlog),
         "restart_after_clean_stop_seconds": round(clean_restart_s, 2),
         "events_processed_again_after_clean_stop": int(processed_after_clean),

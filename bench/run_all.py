@@ -275,6 +275,14 @@ ROWS: list[tuple[str, str, str, str, str, str]] = [
         "—",
     ),
     (
+        "restart",
+        "stage 2: partials taken per event over the last 100,000 (its lag varies)",
+        "stage2_partials_per_event_last_100k",
+        "the same over the first 100,000",
+        "stage2_partials_per_event_first_100k",
+        "—",
+    ),
+    (
         "api",
         "/v1/pairs?limit=20 p99 at 50k pairs, ms",
         "http.pairs_limit20.p99_ms",

@@ -105,6 +105,13 @@ def test_restart_bench_cpu_per_event_interpolates_by_events_taken() -> None:
     assert bench_restart.rate_between(progress, 0, 800) == pytest.approx(100.0)  # from ready
 
 
+def test_restart_bench_counts_stage2_share_per_event() -> None:
+    # stage 1 takes 100 events/s throughout; stage 2 takes 50 partials/s, then 150 once it catches up
+    progress = [(t, 100.0 * t, 0.01 * t, 50.0 * min(t, 10) + 150.0 * max(0, t - 10)) for t in range(1, 21)]
+    assert bench_restart.per_event_between(progress, 0, 1_000, 3) == pytest.approx(0.5)
+    assert bench_restart.per_event_between(progress, 1_000, 2_000, 3) == pytest.approx(1.5)
+
+
 def test_latency_events_are_unique_across_runs() -> None:
     """Ids that restart at each rate made the first run's events duplicates in the second: acknowledged
     but never reflected, they showed up as a two-second "stall" at the start of the 1,000/s run."""
