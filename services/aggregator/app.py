@@ -258,6 +258,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
         )
 
     positions = {"stage1": SourcePositions(), "stage2": SourcePositions()}
+    sizer = batching.UnitSizer(UNIT_BYTES)  # records per stage-1 unit
     probe = LogProbe(settings.kafka_bootstrap, settings.aiokafka_config())
 
     async def close_probe(app: Any, *args: Any, **kwargs: Any) -> None:
@@ -328,12 +329,12 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
             read = _reader(state_store, partition, carried)
             pending = indexes
             while pending:
-                n = len(pending)
+                n = sizer.first(len(pending))
                 while True:
                     result = domain.process_batch(read, [decoded[i] for i in pending[:n]], fresh=True)
                     items = [(key.encode(), orjson.dumps(value)) for _, key, value in result.writes]
                     size = sum(len(k) + len(v) + 64 for k, v in items)
-                    if size <= UNIT_BYTES:
+                    if sizer.fits(n, size):
                         break
                     if n == 1:  # one record's writes alone exceed a record batch (many pairs)
                         metrics.oversize_units.inc()
@@ -342,7 +343,8 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
                             extra={"bytes": size, "partition": partition, "offset": decoded[pending[0]][1]},
                         )
                         break
-                    n = (n + 1) // 2  # too big for one record batch: fewer records in this unit
+                    metrics.unit_retries.inc()  # too big for one record batch: fewer records
+                    n = sizer.retry(n, size)
                 for i, outcome in zip(pending[:n], result.outcomes, strict=True):
                     outcomes[i] = outcome
                 units.setdefault(partition, []).append(items)

@@ -133,3 +133,39 @@ async def batches(
 def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()  # retrieved: a poll that failed as the stage stopped is not logged
+
+
+class UnitSizer:
+    """How many records stage 1 tries to put in a unit, whose writes must fit ``limit`` bytes
+    (one Kafka record batch; pure: no faust).
+
+    What a unit writes is known only once its records are processed, and a unit that does not fit
+    is processed again with fewer records: that work is lost. Halving until it fits lost a lot
+    when one partition held most of a batch (1,600 records where ~300 fit: 1,600, 800 and 400
+    processed for nothing, then again for the next unit), as at the end of a backlog; in the last
+    100,000 of 1,000,000 events stage 1 processed each record 1.6 times. The sizer remembers the
+    bytes per record of the last sizeable unit: it splits only what it expects not to fit, and
+    after a miss it tries the count that the bytes seen say fits, with ``fill`` to spare.
+    """
+
+    def __init__(self, limit: int, fill: float = 0.9) -> None:
+        self.limit = limit
+        self.fill = fill
+        self.per_record: float | None = None  # bytes written per record, in the last sizeable unit
+
+    def first(self, pending: int) -> int:
+        """How many of ``pending`` records to try first: all of them unless they would not fit."""
+        if self.per_record is None or pending * self.per_record <= self.limit:
+            return pending
+        return max(1, min(pending, int(self.limit * self.fill / self.per_record)))
+
+    def fits(self, count: int, size: int) -> bool:
+        """Do ``count`` records whose writes take ``size`` bytes fit? Learns from a sizeable unit
+        (a few records each touching new partials say little about a full unit)."""
+        if size * 4 >= self.limit:
+            self.per_record = size / count
+        return size <= self.limit
+
+    def retry(self, count: int, size: int) -> int:
+        """The count to try instead of ``count`` records, whose writes took ``size`` > limit bytes."""
+        return max(1, min(count - 1, int(count * self.limit * self.fill / size)))

@@ -72,6 +72,11 @@ class Metrics:
             "events whose table writes exceeded one record batch (written in order, not atomically)",
             registry=r,
         )
+        self.unit_retries = Counter(
+            "handshake_aggregator_unit_retries_total",
+            "stage-1 units processed again with fewer events (their writes exceeded one record batch)",
+            registry=r,
+        )
         self.snapshots_published = Counter(
             "handshake_aggregator_snapshots_published_total", "pair snapshots sent to pair-stats", registry=r
         )

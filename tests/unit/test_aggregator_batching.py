@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.aggregator.batching import Hold, Positions, batches
+from services.aggregator.batching import Hold, Positions, UnitSizer, batches
 
 
 @dataclass(frozen=True)
@@ -109,3 +109,41 @@ def test_behind_records_wait_at_most_the_flush_interval() -> None:
     # more is said to be there but does not come: the held records go after flush_interval
     polls = [(0, evs("a", 0)), (0.3, evs("a", 1))]
     assert run(polls, {"a": 9}, size=100, flush=0.05) == [[0], [1]]
+
+
+def _units(sizer: UnitSizer, pending: int, bytes_per_record: int) -> tuple[list[int], int]:
+    """Cut ``pending`` records as stage 1 does; (the units' sizes, records processed in all)."""
+    units, processed = [], 0
+    while pending:
+        n = sizer.first(pending)
+        while True:
+            processed += n
+            if sizer.fits(n, n * bytes_per_record) or n == 1:
+                break
+            n = sizer.retry(n, n * bytes_per_record)
+        units.append(n)
+        pending -= n
+    return units, processed
+
+
+def test_unit_sizer_tries_everything_while_it_fits() -> None:
+    sizer = UnitSizer(limit=1_000)
+    assert _units(sizer, 40, 20) == ([40], 40)  # 800 bytes: one unit, at the first try
+    assert _units(sizer, 50, 20) == ([50], 50)  # exactly the limit still fits
+
+
+def test_unit_sizer_loses_one_try_not_one_per_unit_when_a_partition_holds_a_lot() -> None:
+    """1,600 records of which ~300 fit: halving processed 1,600, 800 and 400 for nothing, and did
+    it again for each next unit; the sizer loses the first try only, and none in the next batch."""
+    sizer = UnitSizer(limit=300_000)
+    units, processed = _units(sizer, 1_600, 1_000)
+    assert sum(units) == 1_600 and all(u * 1_000 <= 300_000 for u in units)
+    assert processed == 1_600 + 1_600  # the first try, then each record once
+    units, processed = _units(sizer, 1_600, 1_000)
+    assert processed == 1_600 and len(units) == 6
+
+
+def test_unit_sizer_ends_at_one_record_when_one_alone_is_too_big() -> None:
+    sizer = UnitSizer(limit=1_000)
+    units, _ = _units(sizer, 3, 5_000)
+    assert units == [1, 1, 1]
