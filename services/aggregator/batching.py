@@ -151,7 +151,7 @@ class UnitSizer:
     def __init__(self, limit: int, fill: float = 0.9) -> None:
         self.limit = limit
         self.fill = fill
-        self.per_record: float | None = None  # bytes written per record, in the last sizeable unit
+        self.per_record: float | None = None  # bytes written per record (see fits)
 
     def first(self, pending: int) -> int:
         """How many of ``pending`` records to try first: all of them unless they would not fit."""
@@ -160,10 +160,13 @@ class UnitSizer:
         return max(1, min(pending, int(self.limit * self.fill / self.per_record)))
 
     def fits(self, count: int, size: int) -> bool:
-        """Do ``count`` records whose writes take ``size`` bytes fit? Learns from a sizeable unit
-        (a few records each touching new partials say little about a full unit)."""
-        if size * 4 >= self.limit:
-            self.per_record = size / count
+        """Do ``count`` records whose writes take ``size`` bytes fit? Learns from a sizeable unit,
+        or from any unit that wrote less per record than believed (a small unit writes more per
+        record than a full one, so it can only lower the figure: after one record too big for any
+        unit, the next units are back to their size)."""
+        per = size / count
+        if size * 4 >= self.limit or self.per_record is None or per < self.per_record:
+            self.per_record = per
         return size <= self.limit
 
     def retry(self, count: int, size: int) -> int:

@@ -147,3 +147,17 @@ def test_unit_sizer_ends_at_one_record_when_one_alone_is_too_big() -> None:
     sizer = UnitSizer(limit=1_000)
     units, _ = _units(sizer, 3, 5_000)
     assert units == [1, 1, 1]
+
+
+def test_unit_sizer_recovers_after_a_record_too_big_for_any_unit() -> None:
+    sizer = UnitSizer(limit=1_000)
+    assert _units(sizer, 1, 5_000) == ([1], 1)  # written in order, not atomically (counted)
+    units, processed = _units(sizer, 40, 20)
+    assert processed == 40 and len(units) <= 2  # not one record per unit from now on
+
+
+def test_unit_sizer_is_not_misled_by_a_small_unit() -> None:
+    sizer = UnitSizer(limit=300_000)
+    _units(sizer, 3, 5_000)  # a live batch: few records, each touching new partials
+    units, processed = _units(sizer, 250, 1_000)  # 250 KB: a full unit fits
+    assert processed == 250 and len(units) <= 2
