@@ -42,6 +42,7 @@ from services.aggregator.testing import WorkerProcess, worker_env  # noqa: E402
 FLAT_WINDOW = 100_000  # events: the per-event cost is flat when the last window is as fast as the first
 EVENTS = "handshake_aggregator_events_total"  # stage 1 has taken them
 CONSUMED = "handshake_aggregator_partials_consumed_total"  # stage 2 has taken them
+PUBLISHED = "handshake_aggregator_partials_published_total"  # stage 1 has sent them to stage 2
 
 
 def at_count(progress: list[tuple[float, ...]], count: float, column: int = 0) -> float:
@@ -95,15 +96,13 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
         if progress[-1][0] > 7200:
             raise TimeoutError("the worker did not finish")
     aggregate_s = progress[-1][0]
-    backlog = metric(worker, "handshake_aggregator_partials_published_total") - metric(
-        worker, "handshake_aggregator_partials_consumed_total"
-    )
+    published, consumed = metrics_of(worker, PUBLISHED, CONSUMED)
     peak = rss_mb(worker.proc.pid)
     worker.stop()
 
     worker = WorkerProcess(env, port, work / "worker2.log").start()
     clean_restart_s = worker.wait_ready(600)
-    processed_after_clean = metric(worker, "handshake_aggregator_events_total")
+    processed_after_clean = metric(worker, EVENTS)
     worker.proc.send_signal(signal.SIGKILL)
     worker.proc.wait()
 
@@ -123,12 +122,9 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
     restored = metric(worker, "handshake_aggregator_restored_records")
     worker.stop()
     start = progress[0][1]  # taken by the time the worker was ready (0 unless it was quick)
-    first, last = (
-        rate_between(progress, start, start + FLAT_WINDOW),
-        rate_between(progress, n - FLAT_WINDOW, n),
-    )
-    first_cpu = cpu_us_between(progress, start, start + FLAT_WINDOW)
-    last_cpu = cpu_us_between(progress, n - FLAT_WINDOW, n)
+    first_window, last_window = (start, start + FLAT_WINDOW), (n - FLAT_WINDOW, n)
+    first, last = rate_between(progress, *first_window), rate_between(progress, *last_window)
+    first_cpu, last_cpu = cpu_us_between(progress, *first_window), cpu_us_between(progress, *last_window)
     windows = range(int(start), int(n) - FLAT_WINDOW + 1, FLAT_WINDOW)  # each 100,000 in turn
     return {
         "events": n,
@@ -144,11 +140,9 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
         "cpu_first_to_last_100k": round(first_cpu / last_cpu, 2),
         "cpu_us_per_event_by_100k": [round(cpu_us_between(progress, w, w + FLAT_WINDOW), 1) for w in windows],
         # stage 2 lags under this load: how many partials it took per event in each window
-        "stage2_partials_per_event_first_100k": round(
-            per_event_between(progress, start, start + FLAT_WINDOW, 3), 2
-        ),
-        "stage2_partials_per_event_last_100k": round(per_event_between(progress, n - FLAT_WINDOW, n, 3), 2),
-        "stage2_partials_behind_at_stop": int(backlog),
+        "stage2_partials_per_event_first_100k": round(per_event_between(progress, *first_window, 3), 2),
+        "stage2_partials_per_event_last_100k": round(per_event_between(progress, *last_window, 3), 2),
+        "stage2_partials_behind_at_stop": int(published - consumed),
         "restart_after_clean_stop_seconds": round(clean_restart_s, 2),
         "events_processed_again_after_clean_stop": int(processed_after_clean),
         "restart_after_sigkill_seconds": round(kill_restart_s, 2),
