@@ -323,6 +323,8 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
         outcomes: list[domain.Outcome | None] = [None] * len(decoded)
         units: dict[int, list[list[tuple[bytes, bytes]]]] = {}
         touched: dict[tuple[str, int], domain.Partial] = {}
+        months: dict[tuple[str, int], domain.Months] = {}  # and the months they changed (or all)
+        full: set[tuple[str, int]] = set()
         dumped: dict[tuple[str, int], bytes] = {}  # a partial is serialised once, written and published
         for partition, indexes in by_partition.items():
             carried: dict[bytes, bytes] = {}  # this batch's earlier units, not stored yet
@@ -353,6 +355,12 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
                     if key.startswith("p:"):
                         dumped[domain.split_partial_key(key)] = raw
                 touched.update(result.touched)
+                for at, changed in result.months.items():  # a later unit's counts are newer
+                    if at in result.full:
+                        months[at] = changed
+                        full.add(at)
+                    else:
+                        months.setdefault(at, {}).update(changed)
                 pending = pending[n:]
         counts: Counter[tuple[str, str]] = Counter()
         for (_, _, record), ev, maybe in zip(decoded, sources, outcomes, strict=True):
@@ -367,7 +375,14 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
             # partitioned by pair, so stage 2 finds all partials of a pair together
             target = await publisher.partition_of(partials_name, pair.encode())
             to_stage2.setdefault(target, []).append(
-                partials.entry_bytes(pair, partition, partial["updates"], raw)
+                partials.entry_bytes(
+                    pair,
+                    partition,
+                    partial["updates"],
+                    raw,
+                    months.get((pair, partition), {}),
+                    (pair, partition) in full,
+                )
             )
         # raises if the broker did not acknowledge: the batch is then not acknowledged either
         await asyncio.gather(
@@ -431,12 +446,13 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
                 continue
             taken += len(bundle)
             for entry in bundle:
-                pair, partial = entry["pair"], entry["partial"]
+                pair = entry["pair"]
                 key = domain.stage2_key(pair, entry["partition"])
                 if key not in latest:
                     latest[key] = _loads(pairs_store.get(msg.partition, key.encode()))
-                if domain.accept_partial(latest[key], partial):
-                    latest[key] = partial
+                applied = domain.apply_entry(latest[key], entry["partial"], entry["months"], entry["full"])
+                if applied is not None:
+                    latest[key] = applied
                     dirty[key] = msg.partition
                     changed[pair] = msg.partition
         writes: dict[int, list[list[tuple[bytes, bytes]]]] = {}  # one unit per partition

@@ -7,12 +7,19 @@ Stage 1 keeps, per source partition, one state store with two kinds of keys:
 - ``d:{pair}:{partition}:{YYYY-MM}``: that partial's active events per start date of one month
   (at most 31 entries).
 
-A partial holds only its first and last date, not a count per date: the day counts live in
-their month's key, read only when a retraction empties the partial's first or last date. So an
+A partial holds only its first and last date, and no count per month or per date: the day
+counts live in their month's key, and a month's count is the sum of its day counts. So an
 event rewrites a bounded amount of state however long a pair's history is (a pair whose events
 span 1950-2026 has 924 month keys, and each event touches one). Partials written by earlier
-releases kept every date in the partial (``dates``); they are converted when first touched, in
-the same unit as the event that touches them (:func:`span` reads both forms).
+releases kept every month (``by_month``), and before that every date (``dates``), in the partial;
+they are converted when first touched, in the same unit as the event that touches them
+(:func:`span` reads every form).
+
+Stage 2 needs each pair's count per month: stage 1 publishes, with each partial, the counts of
+the months its batch changed (:attr:`BatchOutcome.months`), and stage 2 keeps them in its own
+copy of the partial (:func:`apply_entry`). A batch whose partials were stored but never
+published (a crash between the two) is read again: its records are then replays, and a replay
+republishes the *whole* months of its pairs (:func:`months_of`), so no month's change is lost.
 
 :func:`process` turns one record at offset ``o`` into a list of writes: the partials it changes
 and the event state. The aggregator persists the writes of a batch for one source partition as
@@ -49,6 +56,7 @@ EventState = dict[str, Any]
 Days = dict[str, int]  # a month's active events per start date (ISO date -> count)
 
 COUNT_FIELDS = ("by_kind", "by_status", "by_direction", "by_month")
+Months = dict[str, int]  # active events per start month (YYYY-MM -> count)
 
 
 def event_state_key(record_key: str) -> str:
@@ -82,8 +90,9 @@ def contribution(event: AcceptedEvent) -> Contribution:
     }
 
 
-def empty_partial() -> Partial:
-    return {
+def empty_partial(months: bool = True) -> Partial:
+    """A partial of no events; ``months=False``: stage 1's form (its months are in the day counts)."""
+    partial: Partial = {
         "active_events": 0,
         "participants": 0,
         "by_kind": {},
@@ -97,6 +106,9 @@ def empty_partial() -> Partial:
         "updates": 0,
         "last_offset": -1,
     }
+    if not months:
+        del partial["by_month"]
+    return partial
 
 
 class DayCounts(Protocol):
@@ -148,7 +160,8 @@ def add_contribution(partial: Partial, contrib: Contribution, pair: str, sign: i
         _bump(partial["by_kind"], contrib["kind"], sign)
         _bump(partial["by_status"], contrib["status"], sign)
         _bump(partial["by_direction"], direction, sign)
-        _bump(partial["by_month"], contrib["month"], sign)
+        if "by_month" in partial:  # not stage 1's: see the module doc
+            _bump(partial["by_month"], contrib["month"], sign)
         left = days.bump(contrib["month"], contrib["date"], sign)
         _reframe(partial, contrib["date"], sign, left, days)
         partial["checksum"] = (partial["checksum"] + sign * contrib["checksum"]) % CHECKSUM_MOD
@@ -158,9 +171,9 @@ def add_contribution(partial: Partial, contrib: Contribution, pair: str, sign: i
 def _reframe(partial: Partial, day: str, sign: int, left: int, days: DayCounts) -> None:
     """Keep the partial's first and last date exact after ``day`` gained or lost an event.
 
-    ``by_month`` counts the same active events per month as the day counts do per date, so when
-    the first (last) date loses its last event, the new one is the first (last) date of the
-    first (last) month in ``by_month``: one month's counts are read, never the whole history.
+    When the first (last) date loses its last event, the new one is the first (last) date of the
+    first month after (before) it with any count: months are read one by one from there, never
+    past the other end, and usually the first one read has it.
     """
     if partial["active_events"] == 0:
         partial["first_date"] = partial["last_date"] = None
@@ -171,9 +184,40 @@ def _reframe(partial: Partial, day: str, sign: int, left: int, days: DayCounts) 
             partial["last_date"] = day
     elif left == 0:
         if day == partial["first_date"]:
-            partial["first_date"] = min(days.days(min(partial["by_month"])))
+            partial["first_date"] = min(_nearest_month(days, day[:7], partial["last_date"][:7], +1))
         if day == partial["last_date"]:
-            partial["last_date"] = max(days.days(max(partial["by_month"])))
+            partial["last_date"] = max(_nearest_month(days, day[:7], partial["first_date"][:7], -1))
+
+
+def shift_month(month: str, step: int) -> str:
+    """The month ``step`` (+1 or -1) after ``month`` (YYYY-MM)."""
+    index = int(month[:4]) * 12 + int(month[5:]) - 1 + step
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def _nearest_month(days: DayCounts, start: str, stop: str, step: int) -> Mapping[str, int]:
+    """The day counts of the first month with any, from ``start`` towards ``stop`` (inclusive)."""
+    month = start
+    while not (counts := days.days(month)):
+        if month == stop:
+            raise ValueError(f"no day counts between {start} and {stop}, yet active events")
+        month = shift_month(month, step)
+    return counts
+
+
+def months_of(partial: Partial, days: DayCounts) -> Months:
+    """A stage-1 partial's count per month, read from its day counts (first to last month)."""
+    if partial["first_date"] is None:
+        return {}
+    out: Months = {}
+    month, last = partial["first_date"][:7], partial["last_date"][:7]
+    while True:
+        total = sum(days.days(month).values())
+        if total:
+            out[month] = total
+        if month == last:
+            return out
+        month = shift_month(month, +1)
 
 
 def span(partial: Partial) -> tuple[str | None, str | None]:
@@ -197,6 +241,7 @@ class Outcome:
     touched: set[str] = field(default_factory=set)
     partials: dict[str, Partial] = field(default_factory=dict)  # pair -> current partial
     error: str | None = None
+    full: set[str] = field(default_factory=set)  # pairs whose whole months are to be published
 
 
 Getter = Callable[[str], Any]
@@ -231,12 +276,22 @@ class _StoredDays:
         return counts.get(day, 0)
 
 
-def _upgrade(partial: Partial, days: DayCounts) -> None:
-    """Convert, in place, a partial of an earlier release (every date's count in the partial)."""
-    legacy: dict[str, int] = partial.pop("dates")
-    partial["first_date"], partial["last_date"] = span({"dates": legacy})
-    for day, n in legacy.items():
-        days.bump(day[:7], day, n)
+def stored_months(get: Getter, pair: str, partition: int, partial: Partial) -> Months:
+    """:func:`months_of` a stage-1 partial whose day counts are read through ``get``."""
+    return months_of(partial, _StoredDays(get, pair, partition, None))
+
+
+def _upgrade(partial: Partial, days: DayCounts) -> bool:
+    """Convert, in place, a partial of an earlier release (every month's, and before that every
+    date's, count in the partial); True if it was one."""
+    earlier = "dates" in partial or "by_month" in partial
+    if "dates" in partial:
+        legacy: dict[str, int] = partial.pop("dates")
+        partial["first_date"], partial["last_date"] = span({"dates": legacy})
+        for day, n in legacy.items():
+            days.bump(day[:7], day, n)
+    partial.pop("by_month", None)
+    return earlier
 
 
 def process(
@@ -264,14 +319,14 @@ def process(
         pk = partial_key(pair, partition)
         partial: Partial | None = get(pk)
         if partial is None:
-            partial = empty_partial()
+            partial = empty_partial(months=False)
         elif owned is None or pk not in owned:
             partial = _copy(partial)
         if owned is not None:
             owned.add(pk)
         days = _StoredDays(get, pair, partition, owned)
-        if "dates" in partial:
-            _upgrade(partial, days)
+        if _upgrade(partial, days):
+            out.full.add(pair)  # stage 2 learns its months anew
         if old is not None:
             add_contribution(partial, old, pair, -1, days)
         if new is not None:
@@ -289,11 +344,15 @@ def process(
 
 @dataclass
 class BatchOutcome:
-    """A batch's coalesced writes (partials and day counts, then event states; each key once)."""
+    """A batch's coalesced writes (partials and day counts, then event states; each key once),
+    and what to publish to stage 2: every touched partial, with the count of each month the
+    batch changed (0: none left), or of every month (the partials in ``full``)."""
 
     writes: list[tuple[int, str, Any]] = field(default_factory=list)  # (partition, key, value)
     outcomes: list[Outcome] = field(default_factory=list)
     touched: dict[tuple[str, int], Partial] = field(default_factory=dict)  # (pair, partition) -> partial
+    months: dict[tuple[str, int], Months] = field(default_factory=dict)
+    full: set[tuple[str, int]] = field(default_factory=set)
 
 
 PartitionGetter = Callable[[int, str], Any]
@@ -335,7 +394,18 @@ def process_batch(
             overlay[key] = (partition, value)
         for pair, partial in outcome.partials.items():
             out.touched[(pair, partition)] = partial
+        out.full.update((pair, partition) for pair in outcome.full)
         out.outcomes.append(outcome)
+    for key, (partition, value) in overlay.items():
+        if key.startswith("d:"):
+            _, pair, _, month = key.split(":")
+            out.months.setdefault((pair, partition), {})[month] = sum(value.values())
+    for pair, partition in list(out.full):
+        partial = out.touched[(pair, partition)]
+        if "by_month" in partial:  # an earlier release's, republished as is: whole already
+            out.full.discard((pair, partition))
+        else:
+            out.months[(pair, partition)] = stored_months(reader(partition), pair, partition, partial)
     partials = [(p, k, v) for k, (p, v) in overlay.items() if not k.startswith("e:")]
     states = [(p, k, v) for k, (p, v) in overlay.items() if k.startswith("e:")]
     out.writes = partials + states
@@ -343,20 +413,24 @@ def process_batch(
 
 
 def _touch_only(get: Getter, partition: int, state: EventState, result: str) -> Outcome:
-    """Nothing changes, but the event's pairs are republished (a replay may follow a crash)."""
+    """Nothing changes, but the event's pairs are republished: a replay may follow a crash that
+    lost what its first processing published, so a replay republishes their whole months."""
     out = Outcome(result=result)
     for pair in pairs_of(state["current"]) | pairs_of(state["previous"]):
         partial = get(partial_key(pair, partition))
         if partial is not None:
             out.touched.add(pair)
             out.partials[pair] = partial
+            if result == "replayed":
+                out.full.add(pair)
     return out
 
 
 def _copy(partial: Partial) -> Partial:
     out = dict(partial)
     for name in COUNT_FIELDS:
-        out[name] = dict(partial[name])
+        if name in partial:
+            out[name] = dict(partial[name])
     return out  # an earlier release's ``dates`` stays shared: _upgrade pops it, never changes it
 
 
@@ -374,6 +448,27 @@ def accept_partial(stored: Partial | None, partial: Partial) -> bool:
     ``>=``: an equal one is accepted again, so a replay republishes a snapshot that a crash lost.
     """
     return stored is None or partial["updates"] >= stored["updates"]
+
+
+def apply_entry(stored: Partial | None, partial: Partial, months: Months, full: bool) -> Partial | None:
+    """Stage 2's partial after an entry of the partials topic (None: older than ``stored``, ignored).
+
+    Stage 2 keeps each partial with its count per month: the entry's ``months`` (the months its
+    batch changed, or all of them if ``full``) are laid over the stored ones. Entries of a
+    (pair, partition) arrive in the order stage 1 published them, and a replay publishes whole
+    months, so no change is missed. An earlier release's partial carries its months: kept as is.
+    """
+    if not accept_partial(stored, partial):
+        return None
+    if "by_month" in partial:
+        return partial
+    by_month: Months = {} if full or stored is None else dict(stored["by_month"])
+    for month, count in months.items():
+        if count:
+            by_month[month] = count
+        else:
+            by_month.pop(month, None)
+    return {**partial, "by_month": by_month}
 
 
 def sum_partials(partials: Iterable[Partial]) -> Partial:

@@ -35,13 +35,19 @@ log = logging.getLogger("services.aggregator")
 BUNDLE_BYTES = 16 * 1024
 TOPIC_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1"}
 
-Entry = dict[str, Any]  # {"pair", "partition", "updates", "partial"}
+Entry = dict[str, Any]  # {"pair", "partition", "updates", "partial", "months", "full"}
 
 
-def entry_bytes(pair: str, partition: int, updates: int, raw_partial: bytes) -> bytes:
-    """One partial as an element of a bundle (``raw_partial``: the partial's JSON, as stored)."""
-    head = f'{{"pair":"{pair}","partition":{partition},"updates":{updates},"partial":'
-    return head.encode() + raw_partial + b"}"
+def entry_bytes(
+    pair: str, partition: int, updates: int, raw_partial: bytes, months: Mapping[str, int], full: bool
+) -> bytes:
+    """One partial as an element of a bundle (``raw_partial``: the partial's JSON, as stored),
+    with the count of each month its batch changed, or of all its months if ``full`` (see
+    :func:`services.aggregator.domain.apply_entry`)."""
+    head = (
+        f'{{"pair":"{pair}","partition":{partition},"updates":{updates},"full":{"true" if full else "false"},'
+    )
+    return head.encode() + b'"months":' + orjson.dumps(months) + b',"partial":' + raw_partial + b"}"
 
 
 def bundle(
@@ -74,13 +80,18 @@ def _record(chunk: list[bytes]) -> tuple[bytes, bytes]:
 
 
 def entries(value: bytes | None) -> list[Entry]:
-    """The partials of one record of the topic: a bundle, or a single partial (earlier releases)."""
+    """The partials of one record of the topic: a bundle, or a single partial (earlier releases,
+    whose partials carry their months: an entry without ``months`` has none to lay over)."""
     body = orjson.loads(value or b"")
     items = body.get("partials", [body])
     for item in items:
         if not isinstance(item.get("partial"), dict) or not isinstance(item.get("pair"), str):
             raise ValueError("a partial without pair or value")
         item["partition"] = int(item["partition"])
+        item.setdefault("months", {})
+        item["full"] = bool(item.get("full", False))
+        if not isinstance(item["months"], dict):
+            raise ValueError("months that are not a mapping")
     return items
 
 

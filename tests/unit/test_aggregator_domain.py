@@ -29,12 +29,33 @@ def run(records: list[tuple[int, int, AcceptedEvent]], store: dict[str, Any] | N
 
 
 def merged(store: dict[str, Any]) -> dict[str, Any]:
+    """Snapshots from the partials in ``store`` (stage 1's: their months read from its day counts)."""
     grouped: dict[str, dict[str, Any]] = {}
     for key, value in store.items():
         if key.startswith("p:"):
             pair, partition = domain.split_partial_key(key)
+            if "by_month" not in value:
+                months = domain.stored_months(store.get, pair, partition, value)
+                value = {**value, "by_month": months}
             grouped.setdefault(pair, {})[str(partition)] = value
     return {pair: domain.merge_partials(pair, parts) for pair, parts in grouped.items()}
+
+
+def publish(result: domain.BatchOutcome) -> list[tuple[str, int, Any, Any, bool]]:
+    """The entries stage 1 publishes for a batch: (pair, partition, partial, months, full)."""
+    return [
+        (pair, partition, partial, result.months.get((pair, partition), {}), (pair, partition) in result.full)
+        for (pair, partition), partial in result.touched.items()
+    ]
+
+
+def take(stage2: dict[str, Any], entries: list[tuple[str, int, Any, Any, bool]]) -> None:
+    """Stage 2 takes entries in order: ``stage2`` maps a partial key to its partial."""
+    for pair, partition, partial, months, full in entries:
+        key = domain.partial_key(pair, partition)
+        applied = domain.apply_entry(stage2.get(key), partial, months, full)
+        if applied is not None:
+            stage2[key] = applied
 
 
 def test_contribution_covers_host_and_third_country_pairs() -> None:
@@ -156,7 +177,8 @@ class Aggregation(RuleBasedStateMachine):
         self.log: list[tuple[int, int, str, Any]] = []  # changelog: (batch index, partition, key, value)
         self.batches: list[tuple[int, int]] = []  # record index range of each batch
         self.store: dict[str, Any] = {}
-        self.published: list[tuple[str, int, Any]] = []  # internal topic
+        self.published: list[tuple[str, int, Any, Any, bool]] = []  # internal topic
+        self.sent = 0  # entries before this index are acknowledged
         self.latest: dict[str, AcceptedEvent] = {}
         self.committed = 0  # records before this index are committed
         self.durable = 0  # changelog entries before this index are acknowledged
@@ -203,8 +225,7 @@ class Aggregation(RuleBasedStateMachine):
         for partition, key, value in result.writes:
             self.store[key] = value
             self.log.append((batch, partition, key, value))
-        for (pair, partition), partial in result.touched.items():
-            self.published.append((pair, partition, partial))
+        self.published.extend(publish(result))
 
     @precondition(lambda self: self.processed < len(self.topic))
     @rule(size=st.integers(1, 6))
@@ -225,6 +246,7 @@ class Aggregation(RuleBasedStateMachine):
         """faust flushes the producer, then commits: everything so far is durable."""
         self.committed = self.processed
         self.durable = len(self.log)
+        self.sent = len(self.published)
 
     @precondition(lambda self: len(self.topic) - self.processed >= 2)
     @rule(size=st.integers(2, 8), data=st.data())
@@ -243,11 +265,22 @@ class Aggregation(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def crash(self, data: st.DataObject) -> None:
-        """Lose any suffix of each partition's unflushed write units, reprocess from the commit.
+        """Lose any suffix of each partition's unflushed write units, and of each pair's unflushed
+        entries on the partials topic (independently), then reprocess from the commit.
 
         A unit is one batch's writes for one partition: the aggregator sends it as one Kafka
         record batch and writes it to RocksDB in one write batch, so it is kept whole or lost.
         """
+        unsent: dict[str, list[int]] = {}  # pair -> indexes of its unacknowledged entries
+        for index in range(self.sent, len(self.published)):
+            unsent.setdefault(self.published[index][0], []).append(index)
+        lost = {
+            i
+            for _, indexes in sorted(unsent.items())
+            for i in indexes[data.draw(st.integers(0, len(indexes))) :]
+        }
+        self.published = [entry for i, entry in enumerate(self.published) if i not in lost]
+        self.sent = min(self.sent, len(self.published))
         units: dict[int, list[int]] = {}  # partition -> its unflushed batches, in order
         for batch, partition, _, _ in self.log[self.durable :]:
             seen = units.setdefault(partition, [])
@@ -274,13 +307,11 @@ class Aggregation(RuleBasedStateMachine):
         truth = domain.recompute([e for _, _, e in self.topic])
         got = merged(self.store)
         assert domain.differences(truth, got) == {}
-        # stage 2: newest-by-updates wins, regardless of replays of the internal topic
-        view: dict[str, dict[str, Any]] = {}
-        for pair, partition, partial in self.published:
-            stored = view.setdefault(pair, {})
-            if domain.accept_partial(stored.get(str(partition)), partial):
-                stored[str(partition)] = partial
-        stage2 = {pair: domain.merge_partials(pair, parts) for pair, parts in view.items()}
+        # stage 2: newest-by-updates wins, regardless of replays of the internal topic, and the
+        # months laid over stay exact though a crash lost some entries
+        view: dict[str, Any] = {}
+        take(view, self.published)
+        stage2 = merged(view)
         assert domain.differences(truth, stage2) == {}
         for pair, stats in stage2.items():
             assert stats.version == got[pair].version
@@ -311,11 +342,12 @@ def test_partial_keys_split_back_into_pair_and_partition(pair: str, partition: i
 DAYS = [date(1950, 1, 1) + timedelta(days=d) for d in (0, 3, 40, 9_000, 27_000, 27_010, 28_000)]
 
 
-@given(st.lists(st.tuples(st.sampled_from(DAYS), st.booleans()), max_size=40))
-def test_first_and_last_date_follow_adds_and_retractions(ops: list[tuple[date, bool]]) -> None:
+@given(st.lists(st.tuples(st.sampled_from(DAYS), st.booleans()), max_size=40), st.booleans())
+def test_first_and_last_date_follow_adds_and_retractions(ops: list[tuple[date, bool]], months: bool) -> None:
     """Against the multiset of active dates: retracting a first or last date finds the next one,
-    in its month or another (a pair's history may span 1950-2026)."""
-    partial, days, active = domain.empty_partial(), domain.MemoryDays(), Counter[date]()
+    in its month or another (a pair's history may span 1950-2026), with or without ``by_month``;
+    the months read from the day counts are those of the active dates."""
+    partial, days, active = domain.empty_partial(months), domain.MemoryDays(), Counter[date]()
     for day, add in ops:
         if not add and not active[day]:
             continue  # only what was added can be retracted
@@ -327,6 +359,8 @@ def test_first_and_last_date_follow_adds_and_retractions(ops: list[tuple[date, b
             (min(alive), max(alive)) if alive else (None, None)
         )
         assert sum(n for month in days.months.values() for n in month.values()) == partial["active_events"]
+        by_month = Counter(d.isoformat()[:7] for d in active.elements())
+        assert domain.months_of(partial, days) == dict(by_month) == partial.get("by_month", by_month)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -347,39 +381,47 @@ def test_batches_of_a_long_stream_end_at_the_ground_truth(seed: int) -> None:
     assert domain.differences(domain.recompute(events), merged(store)) == {}
 
 
-def legacy(store: dict[str, Any]) -> dict[str, Any]:
-    """The store as an earlier release kept it: every date's count in the partial, no ``d:`` keys."""
-    out = {k: v for k, v in store.items() if k.startswith("e:")}
+def legacy(store: dict[str, Any], dates: bool) -> dict[str, Any]:
+    """The store as earlier releases kept it: every month's count in the partial, and with
+    ``dates`` also every date's, and no ``d:`` keys (then its first and last date were not kept)."""
+    out = {k: v for k, v in store.items() if not (dates and k.startswith("d:"))}
     for key, value in store.items():
         if key.startswith("p:"):
-            dates: dict[str, int] = {}
-            for month_key, counts in store.items():
-                if month_key.startswith(key.replace("p:", "d:", 1) + ":"):
-                    dates.update(counts)
-            old = {k: v for k, v in value.items() if k not in ("first_date", "last_date")}
-            out[key] = {**old, "dates": dates}
+            pair, partition = domain.split_partial_key(key)
+            old = {**value, "by_month": domain.stored_months(store.get, pair, partition, value)}
+            if dates:
+                counts: dict[str, int] = {}
+                for month_key, days in store.items():
+                    if month_key.startswith(key.replace("p:", "d:", 1) + ":"):
+                        counts.update(days)
+                old = {k: v for k, v in old.items() if k not in ("first_date", "last_date")}
+                old["dates"] = counts
+            out[key] = old
     return out
 
 
+@pytest.mark.parametrize("dates", [True, False], ids=["dates", "months"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_partials_of_an_earlier_release_are_converted_when_touched(seed: int) -> None:
+def test_partials_of_an_earlier_release_are_converted_when_touched(seed: int, dates: bool) -> None:
     rng = random.Random(seed)
     events = list(event_stream(rng, 400, correction_rate=0.35))
     records = [(0, offset, event) for offset, event in enumerate(events)]
     cut = rng.randint(100, 300)
     end = cut + 15  # a few new records: some partials stay in the old form
-    old = legacy(run(records[:cut]))
-    published = {k: v for k, v in old.items() if k.startswith("p:")}  # stage 2 holds old ones too
+    old = legacy(run(records[:cut]), dates)
+    stage2 = {k: v for k, v in old.items() if k.startswith("p:")}  # stage 2 holds old ones too
     store = dict(old)
     result = domain.process_batch(lambda _p, k: store.get(k), records[cut - 20 : end])  # replays too
     for _, key, value in result.writes:
         store[key] = value
-    for (pair, partition), partial in result.touched.items():
-        published[domain.partial_key(pair, partition)] = partial
+    take(stage2, publish(result))
     truth = domain.recompute(events[:end])
     assert domain.differences(truth, merged(store)) == {}
-    assert domain.differences(truth, merged(published)) == {}
+    assert domain.differences(truth, merged(stage2)) == {}
     written = [value for _, key, value in result.writes if key.startswith("p:")]
-    assert written and all("dates" not in value for value in written)
-    assert any("dates" in value for value in store.values()), "some partials stay in the old form"
-    assert any("dates" in value for value in result.touched.values()), "a replay publishes one as is"
+    assert written and not any("dates" in value or "by_month" in value for value in written)
+    upgraded = {k for _, k, _ in result.writes if k.startswith("p:") and k in old}
+    assert upgraded and {domain.partial_key(*at) for at in result.full} >= upgraded  # whole months
+    old_form = "dates" if dates else "by_month"
+    assert any(old_form in value for value in store.values()), "some partials stay in the old form"
+    assert any(old_form in value for value in result.touched.values()), "a replay publishes one as is"

@@ -11,8 +11,9 @@ from services.aggregator import domain, partials
 
 
 def entry(pair: str, partition: int, updates: int) -> bytes:
-    partial = {**domain.empty_partial(), "updates": updates, "active_events": updates}
-    return partials.entry_bytes(pair, partition, updates, orjson.dumps(partial))
+    partial = {**domain.empty_partial(months=False), "updates": updates, "active_events": updates}
+    months = {f"{1950 + updates}-{m:02d}": updates * m for m in range(1, 1 + updates % 13)}
+    return partials.entry_bytes(pair, partition, updates, orjson.dumps(partial), months, updates % 2 == 0)
 
 
 @given(
@@ -34,6 +35,9 @@ def test_bundles_keep_every_entry_in_order_within_the_limit(
         records = out.get(target, [])
         read = [e for _, value in records for e in partials.entries(value)]
         assert [(e["pair"], e["partition"], e["updates"]) for e in read] == items
+        for e in read:  # the months and whether they are all of them, as written
+            assert e["full"] is (e["updates"] % 2 == 0) and len(e["months"]) == e["updates"] % 13
+            assert all(n == e["updates"] * int(m[5:]) for m, n in e["months"].items())
         for _, value in records:
             assert len(value) <= limit or len(partials.entries(value)) == 1  # only a lone big entry
     keys = [key for records in out.values() for key, _ in records]
@@ -50,10 +54,35 @@ def test_a_single_partial_of_an_earlier_release_reads_as_one_entry() -> None:
         4,
         ("2025-04-10", "2025-04-10"),
     )
+    assert (only["months"], only["full"]) == ({}, False)
+    # it carries its months: stage 2 keeps them as they are, whatever it held
+    stored = {**domain.empty_partial(), "by_month": {"1999-01": 5}, "updates": 2}
+    assert domain.apply_entry(stored, only["partial"], only["months"], only["full"]) == legacy
+
+
+def test_stage2_lays_the_changed_months_over_its_own_or_replaces_them_all() -> None:
+    def partial(updates: int) -> dict[str, object]:
+        return {**domain.empty_partial(months=False), "updates": updates}
+
+    stored = {**partial(4), "by_month": {"1950-01": 2, "2026-12": 1}}
+    changed = domain.apply_entry(stored, partial(5), {"1950-01": 0, "1987-03": 4}, False)
+    assert changed is not None and changed["by_month"] == {"2026-12": 1, "1987-03": 4}
+    whole = domain.apply_entry(stored, partial(5), {"1987-03": 4}, True)
+    assert whole is not None and whole["by_month"] == {"1987-03": 4}
+    assert domain.apply_entry(stored, partial(4), {}, False) == stored  # again: the same
+    assert domain.apply_entry(stored, partial(3), {"1987-03": 4}, True) is None  # older: ignored
+    assert stored["by_month"] == {"1950-01": 2, "2026-12": 1}, "the stored partial is not changed"
 
 
 @pytest.mark.parametrize(
-    "value", [b"", b"[]", b'{"partials":[{"pair":"CN-US"}]}', b'{"pair":1,"partition":0,"partial":{}}']
+    "value",
+    [
+        b"",
+        b"[]",
+        b'{"partials":[{"pair":"CN-US"}]}',
+        b'{"pair":1,"partition":0,"partial":{}}',
+        b'{"pair":"CN-US","partition":0,"partial":{},"months":[1]}',
+    ],
 )
 def test_unreadable_records_raise(value: bytes) -> None:
     with pytest.raises(Exception):  # noqa: B017 - stage 2 logs any of them and goes on
