@@ -158,7 +158,7 @@ def ground_truth(bootstrap: str, topic: str, n: int, path: Path) -> Path:
     """Every pair's final figures from the events topic (the aggregator's batch computation)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from services.aggregator.domain import comparable, recompute
+    from services.aggregator.merge import comparable, recompute
 
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, **admin(bootstrap).kafka_python_config()

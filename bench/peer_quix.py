@@ -48,8 +48,8 @@ from services.aggregator.domain import (  # noqa: E402
     contribution,
     empty_partial,
     pairs_of,
-    to_pair_stats,
 )
+from services.aggregator.merge import to_pair_stats  # noqa: E402
 
 COMMIT_INTERVAL = 1.0  # the aggregator's default (AggregatorSettings.commit_interval)
 

@@ -6,7 +6,7 @@ Run by ``bench_aggregator.py`` beside the aggregator and beside its Quix peer al
 timed the same way, to the last snapshot out. It reads the topic committed-only (the peer
 writes in transactions) with librdkafka, keeps each pair's latest record undecoded, and four
 times a second compares the pairs not yet right with TRUTH.json (pair → the fields
-``services.aggregator.domain.comparable`` keeps). Writes the wall-clock time at which every pair
+``services.aggregator.merge.comparable`` keeps). Writes the wall-clock time at which every pair
 was right, and how many records it read, to OUT.json; exits 1 on timeout.
 """
 
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from schemas.records import decode_pair_stats  # noqa: E402
-from services.aggregator.domain import comparable  # noqa: E402
+from services.aggregator.merge import comparable  # noqa: E402
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ Stage 1 reads the events topic in batches, keeps event states and per-partition 
 ``state`` table and publishes each touched partial to ``{app_id}-pair-partials`` (in bundles,
 partitioned by pair: :mod:`services.aggregator.partials`). Stage 2 reads that topic, keeps
 ``(pair, partition) -> partial`` in the ``pairs`` table and publishes every changed pair's
-merged snapshot to the pair-stats topic. Tables are read and written a batch at a time through
+merged snapshot to the pair-stats topic (:mod:`services.aggregator.stage2`). Tables are read and written a batch at a time through
 :mod:`services.aggregator.store` (changelog first, then the local store). Both stages await
 their sends before the batch is acknowledged, so a committed offset always has its output on
 Kafka.
@@ -20,7 +20,6 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import faust
@@ -28,7 +27,7 @@ import orjson
 from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from schemas.records import RecordError, decode_event, encode_dead_letter, encode_pair_stats
+from schemas.records import RecordError, decode_event, encode_dead_letter
 from services.aggregator import batching, domain, hooks, partials
 from services.aggregator.delivery import (
     LogProbe,
@@ -40,6 +39,7 @@ from services.aggregator.delivery import (
 )
 from services.aggregator.metrics import Metrics
 from services.aggregator.settings import AggregatorSettings
+from services.aggregator.stage2 import Stage2
 from services.aggregator.store import Publisher, TableState
 
 log = logging.getLogger("services.aggregator")
@@ -430,50 +430,13 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
     async def stage1(stream: Any) -> None:
         await run_stage(stream, "stage1", stage1_batch, settings.batch_size)
 
+    take_partials = Stage2(
+        pairs_store, publisher, metrics, settings.pair_stats_topic, settings.topic_partitions
+    )
+
     async def stage2_batch(events: Sequence[EventT]) -> None:
         started = time.perf_counter()
-        events = await current(events, "stage2")
-        latest: dict[str, domain.Partial | None] = {}  # stage-2 key -> partial, read or accepted
-        dirty: dict[str, int] = {}  # stage-2 keys to write -> partition of the partials topic
-        changed: dict[str, int] = {}  # pairs to republish -> partition of the partials topic
-        taken = 0
-        for ev in events:
-            msg = ev.message
-            try:
-                bundle = partials.entries(msg.value)
-            except Exception as exc:  # our own topic: should never happen
-                log.error("unreadable partials record", extra={"error": repr(exc), "offset": msg.offset})
-                continue
-            taken += len(bundle)
-            for entry in bundle:
-                pair = entry["pair"]
-                key = domain.stage2_key(pair, entry["partition"])
-                if key not in latest:
-                    latest[key] = _loads(pairs_store.get(msg.partition, key.encode()))
-                applied = domain.apply_entry(latest[key], entry["partial"], entry["months"], entry["full"])
-                if applied is not None:
-                    latest[key] = applied
-                    dirty[key] = msg.partition
-                    changed[pair] = msg.partition
-        writes: dict[int, list[list[tuple[bytes, bytes]]]] = {}  # one unit per partition
-        for key, source in dirty.items():
-            writes.setdefault(source, [[]])[0].append((key.encode(), orjson.dumps(latest[key])))
-        at = datetime.now(UTC)
-        snapshots = []
-        for pair, source in changed.items():
-            parts: dict[str, domain.Partial] = {}
-            for partition in range(settings.topic_partitions):
-                key = domain.stage2_key(pair, partition)
-                value = latest[key] if key in latest else _loads(pairs_store.get(source, key.encode()))
-                if value is not None:
-                    parts[str(partition)] = value
-            key_bytes, value_bytes = encode_pair_stats(domain.merge_partials(pair, parts, updated_at=at))
-            snapshots.append((key_bytes, key_bytes, value_bytes))
-        await asyncio.gather(
-            pairs_store.write(writes), publisher.publish(settings.pair_stats_topic, snapshots)
-        )
-        metrics.snapshots_published.inc(len(changed))
-        metrics.partials_consumed.inc(taken)
+        await take_partials.handle(await current(events, "stage2"))
         metrics.batch_seconds.labels("stage2").observe(time.perf_counter() - started)
 
     @app.agent(partials_topic, name=f"{settings.app_id}.stage2")

@@ -22,6 +22,8 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from services.aggregator import hooks
 
 Item = tuple[bytes, bytes]
@@ -47,6 +49,11 @@ async def _flush(producer: Any, batch: Any, topic: str, partition: int) -> int:
     count = batch.record_count()
     meta = await (await producer.send_batch(batch, topic, partition=partition))
     return int(meta.offset) + count - 1
+
+
+def loads(raw: bytes | None) -> Any:
+    """A stored value (JSON), or None."""
+    return None if raw is None else orjson.loads(raw)
 
 
 class TableState:

@@ -215,16 +215,16 @@ def read_snapshots(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[st
 def wait_for_truth(
     bootstrap: str, topic: str, events: Sequence[AcceptedEvent], timeout: float = 60.0
 ) -> dict[str, Any]:
-    """Poll the pair-stats topic until it matches :func:`domain.recompute`; return the differences."""
+    """Poll the pair-stats topic until it matches :func:`merge.recompute`; return the differences."""
     import time
 
-    from services.aggregator import domain
+    from services.aggregator import merge
 
-    truth = domain.recompute(events)
+    truth = merge.recompute(events)
     deadline = time.monotonic() + timeout
     diff: dict[str, Any] = {"never read": True}
     while time.monotonic() < deadline:
-        diff = domain.differences(truth, read_snapshots(bootstrap, topic))
+        diff = merge.differences(truth, read_snapshots(bootstrap, topic))
         if not diff:
             return {}
         time.sleep(1.0)

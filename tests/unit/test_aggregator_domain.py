@@ -16,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from schemas.events import AcceptedEvent
 from schemas.pairs import event_checksum
 from schemas.records import checksum_hex
-from services.aggregator import domain
+from services.aggregator import domain, merge
 from services.aggregator.testing import event_stream, make_event
 
 
@@ -38,7 +38,7 @@ def merged(store: dict[str, Any]) -> dict[str, Any]:
                 months = domain.stored_months(store.get, pair, partition, value)
                 value = {**value, "by_month": months}
             grouped.setdefault(pair, {})[str(partition)] = value
-    return {pair: domain.merge_partials(pair, parts) for pair, parts in grouped.items()}
+    return {pair: merge.merge_partials(pair, parts) for pair, parts in grouped.items()}
 
 
 def publish(result: domain.BatchOutcome) -> list[tuple[str, int, Any, Any, bool]]:
@@ -53,7 +53,7 @@ def take(stage2: dict[str, Any], entries: list[tuple[str, int, Any, Any, bool]])
     """Stage 2 takes entries in order: ``stage2`` maps a partial key to its partial."""
     for pair, partition, partial, months, full in entries:
         key = domain.partial_key(pair, partition)
-        applied = domain.apply_entry(stage2.get(key), partial, months, full)
+        applied = merge.apply_entry(stage2.get(key), partial, months, full)
         if applied is not None:
             stage2[key] = applied
 
@@ -77,7 +77,7 @@ def test_new_event_then_correction_with_country_change() -> None:
     second = make_event(revision=2, host="US", delegations=[("FR", 3)])
     run([(0, 1, second)], store)
     view = merged(store)
-    assert domain.is_empty(view["CN-US"]) and view["CN-US"].version == 2
+    assert merge.is_empty(view["CN-US"]) and view["CN-US"].version == 2
     assert view["CN-US"].first_date is None and view["CN-US"].checksum == "0" * 16
     assert (view["FR-US"].active_events, view["FR-US"].participants) == (1, 3)
 
@@ -105,7 +105,7 @@ def test_replay_at_same_offset_is_harmless() -> None:
     store = run([(0, 0, make_event()), (0, 1, make_event(revision=2, delegations=[("FR", 5)]))])
     before = {k: v for k, v in store.items()}
     run([(0, 1, make_event(revision=2, delegations=[("FR", 5)]))], store)
-    assert merged(store) and domain.differences(merged(before), merged(store)) == {}
+    assert merged(store) and merge.differences(merged(before), merged(store)) == {}
 
 
 def test_recompute_uses_latest_revision_and_first_at_equal_revision() -> None:
@@ -114,15 +114,15 @@ def test_recompute_uses_latest_revision_and_first_at_equal_revision() -> None:
         make_event(revision=1, delegations=[("DE", 1)]),
         make_event(revision=2, delegations=[("JP", 1)]),
     ]
-    truth = domain.recompute(events)
+    truth = merge.recompute(events)
     assert set(truth) == {"FR-US"}
 
 
 def test_differences_ignores_empty_pairs() -> None:
     store = run([(0, 0, make_event()), (0, 1, make_event(revision=2, delegations=[("FR", 1)]))])
-    truth = domain.recompute([make_event(revision=2, delegations=[("FR", 1)])])
-    assert domain.differences(truth, merged(store)) == {}
-    assert domain.differences(truth, {}) != {}
+    truth = merge.recompute([make_event(revision=2, delegations=[("FR", 1)])])
+    assert merge.differences(truth, merged(store)) == {}
+    assert merge.differences(truth, {}) != {}
 
 
 def test_processing_error_is_reported_not_raised() -> None:
@@ -304,15 +304,15 @@ class Aggregation(RuleBasedStateMachine):
     def incremental_equals_batch(self) -> None:
         if self.processed < len(self.topic):
             return
-        truth = domain.recompute([e for _, _, e in self.topic])
+        truth = merge.recompute([e for _, _, e in self.topic])
         got = merged(self.store)
-        assert domain.differences(truth, got) == {}
+        assert merge.differences(truth, got) == {}
         # stage 2: newest-by-updates wins, regardless of replays of the internal topic, and the
         # months laid over stay exact though a crash lost some entries
         view: dict[str, Any] = {}
         take(view, self.published)
         stage2 = merged(view)
-        assert domain.differences(truth, stage2) == {}
+        assert merge.differences(truth, stage2) == {}
         for pair, stats in stage2.items():
             assert stats.version == got[pair].version
 
@@ -378,7 +378,7 @@ def test_batches_of_a_long_stream_end_at_the_ground_truth(seed: int) -> None:
         size = rng.randint(1, 50)
         run(records[:size], store)
         records = records[size:]
-    assert domain.differences(domain.recompute(events), merged(store)) == {}
+    assert merge.differences(merge.recompute(events), merged(store)) == {}
 
 
 def legacy(store: dict[str, Any], dates: bool) -> dict[str, Any]:
@@ -415,9 +415,9 @@ def test_partials_of_an_earlier_release_are_converted_when_touched(seed: int, da
     for _, key, value in result.writes:
         store[key] = value
     take(stage2, publish(result))
-    truth = domain.recompute(events[:end])
-    assert domain.differences(truth, merged(store)) == {}
-    assert domain.differences(truth, merged(stage2)) == {}
+    truth = merge.recompute(events[:end])
+    assert merge.differences(truth, merged(store)) == {}
+    assert merge.differences(truth, merged(stage2)) == {}
     written = [value for _, key, value in result.writes if key.startswith("p:")]
     assert written and not any("dates" in value or "by_month" in value for value in written)
     upgraded = {k for _, k, _ in result.writes if k.startswith("p:") and k in old}

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.aggregator import domain, partials
+from services.aggregator import domain, merge, partials
 
 
 def entry(pair: str, partition: int, updates: int) -> bytes:
@@ -57,7 +57,7 @@ def test_a_single_partial_of_an_earlier_release_reads_as_one_entry() -> None:
     assert (only["months"], only["full"]) == ({}, False)
     # it carries its months: stage 2 keeps them as they are, whatever it held
     stored = {**domain.empty_partial(), "by_month": {"1999-01": 5}, "updates": 2}
-    assert domain.apply_entry(stored, only["partial"], only["months"], only["full"]) == legacy
+    assert merge.apply_entry(stored, only["partial"], only["months"], only["full"]) == legacy
 
 
 def test_stage2_lays_the_changed_months_over_its_own_or_replaces_them_all() -> None:
@@ -65,12 +65,12 @@ def test_stage2_lays_the_changed_months_over_its_own_or_replaces_them_all() -> N
         return {**domain.empty_partial(months=False), "updates": updates}
 
     stored = {**partial(4), "by_month": {"1950-01": 2, "2026-12": 1}}
-    changed = domain.apply_entry(stored, partial(5), {"1950-01": 0, "1987-03": 4}, False)
+    changed = merge.apply_entry(stored, partial(5), {"1950-01": 0, "1987-03": 4}, False)
     assert changed is not None and changed["by_month"] == {"2026-12": 1, "1987-03": 4}
-    whole = domain.apply_entry(stored, partial(5), {"1987-03": 4}, True)
+    whole = merge.apply_entry(stored, partial(5), {"1987-03": 4}, True)
     assert whole is not None and whole["by_month"] == {"1987-03": 4}
-    assert domain.apply_entry(stored, partial(4), {}, False) == stored  # again: the same
-    assert domain.apply_entry(stored, partial(3), {"1987-03": 4}, True) is None  # older: ignored
+    assert merge.apply_entry(stored, partial(4), {}, False) == stored  # again: the same
+    assert merge.apply_entry(stored, partial(3), {"1987-03": 4}, True) is None  # older: ignored
     assert stored["by_month"] == {"1950-01": 2, "2026-12": 1}, "the stored partial is not changed"
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from schemas.acceptance import latest_revisions
 from schemas.records import decode_event
-from services.aggregator.domain import recompute_partials
+from services.aggregator.merge import recompute_partials
 from services.api.index import query as iq
 from services.api.index.export import csv_header, csv_rows
 from services.api.index.store import IndexStore, pair_figures

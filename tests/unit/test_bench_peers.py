@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from schemas.records import decode_pair_stats, encode_event
-from services.aggregator.domain import differences, recompute
+from services.aggregator.merge import differences, recompute
 from services.aggregator.testing import event_stream
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
