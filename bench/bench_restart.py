@@ -43,6 +43,7 @@ FLAT_WINDOW = 100_000  # events: the per-event cost is flat when the last window
 EVENTS = "handshake_aggregator_events_total"  # stage 1 has taken them
 CONSUMED = "handshake_aggregator_partials_consumed_total"  # stage 2 has taken them
 PUBLISHED = "handshake_aggregator_partials_published_total"  # stage 1 has sent them to stage 2
+STAGE1_CPU = 'handshake_aggregator_stage_cpu_seconds_total{stage="stage1"}'  # its own batch work
 
 
 def at_count(progress: list[tuple[float, ...]], count: float, column: int = 0) -> float:
@@ -85,14 +86,15 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
     # the history is in the state once stage 1 has taken every event; stage 2 (which reads
     # ~2 partials per event) lags behind under this load and catches up after the restarts
     # (seconds since the start, events stage 1 has taken, the worker's CPU seconds, partials stage
-    # 2 has taken: its share of the work in a window varies with its lag), from ready: start-up
-    # (imports, the group join) is not part of the first window
+    # 2 has taken: its share of the work in a window varies with its lag, stage 1's own CPU
+    # seconds: not blurred by it), from ready: start-up (imports, the group join) is not part of
+    # the first window
     progress: list[tuple[float, ...]] = []
     while not progress or progress[-1][1] < n:
         if progress:
             time.sleep(1)
-        taken, consumed = metrics_of(worker, EVENTS, CONSUMED)
-        progress.append((time.perf_counter() - began, taken, cpu_seconds(worker.proc.pid), consumed))
+        taken, consumed, own = metrics_of(worker, EVENTS, CONSUMED, STAGE1_CPU)
+        progress.append((time.perf_counter() - began, taken, cpu_seconds(worker.proc.pid), consumed, own))
         if progress[-1][0] > 7200:
             raise TimeoutError("the worker did not finish")
     aggregate_s = progress[-1][0]
@@ -142,6 +144,18 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
         # stage 2 lags under this load: how many partials it took per event in each window
         "stage2_partials_per_event_first_100k": round(per_event_between(progress, *first_window, 3), 2),
         "stage2_partials_per_event_last_100k": round(per_event_between(progress, *last_window, 3), 2),
+        "stage2_partials_per_event_by_100k": [
+            round(per_event_between(progress, w, w + FLAT_WINDOW, 3), 2) for w in windows
+        ],
+        # stage 1's own batch work (handshake_aggregator_stage_cpu_seconds_total): the cost per
+        # event of the history, whatever stage 2's share of a window
+        "stage1_own_cpu_us_per_event_first_100k": round(
+            1e6 * per_event_between(progress, *first_window, 4), 1
+        ),
+        "stage1_own_cpu_us_per_event_last_100k": round(1e6 * per_event_between(progress, *last_window, 4), 1),
+        "stage1_own_cpu_us_per_event_by_100k": [
+            round(1e6 * per_event_between(progress, w, w + FLAT_WINDOW, 4), 1) for w in windows
+        ],
         "stage2_partials_behind_at_stop": int(published - consumed),
         "restart_after_clean_stop_seconds": round(clean_restart_s, 2),
         "events_processed_again_after_clean_stop": int(processed_after_clean),

@@ -276,6 +276,14 @@ ROWS: list[tuple[str, str, str, str, str, str]] = [
     ),
     (
         "restart",
+        "stage 1's own CPU µs per event over the first 100,000 (its batches' work, not stage 2's)",
+        "stage1_own_cpu_us_per_event_first_100k",
+        "the same over the last 100,000",
+        "stage1_own_cpu_us_per_event_last_100k",
+        "—",
+    ),
+    (
+        "restart",
         "stage 2: partials taken per event over the last 100,000 (its lag varies)",
         "stage2_partials_per_event_last_100k",
         "the same over the first 100,000",

@@ -303,6 +303,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
     async def stage1_batch(events: Sequence[EventT]) -> None:
         started = time.perf_counter()
         events = await current(events, "stage1")
+        cpu = time.thread_time()
         decoded: list[tuple[int, int, Any]] = []
         sources: list[EventT] = []
         for ev in events:
@@ -384,6 +385,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
                     (pair, partition) in full,
                 )
             )
+        metrics.stage_cpu.labels("stage1").inc(time.thread_time() - cpu)
         # raises if the broker did not acknowledge: the batch is then not acknowledged either
         await asyncio.gather(
             state_store.write(units), publisher.publish_to(partials_name, partials.bundle(to_stage2))

@@ -77,6 +77,12 @@ class Metrics:
             "stage-1 units processed again with fewer events (their writes exceeded one record batch)",
             registry=r,
         )
+        self.stage_cpu = Counter(
+            "handshake_aggregator_stage_cpu_seconds_total",
+            "CPU seconds of a stage's own batch work (decoding, processing, serialising; not the waits on Kafka)",
+            ["stage"],
+            registry=r,
+        )
         self.snapshots_published = Counter(
             "handshake_aggregator_snapshots_published_total", "pair snapshots sent to pair-stats", registry=r
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,7 @@ class Stage2:
 
     async def handle(self, events: Sequence[Any]) -> None:
         """Take a batch of the partials topic's records (faust events, current generation)."""
+        cpu = time.thread_time()
         latest: dict[str, domain.Partial | None] = {}  # stage-2 key -> partial, read or accepted
         dirty: dict[str, int] = {}  # stage-2 keys to write -> partition of the partials topic
         changed: dict[str, int] = {}  # pairs to republish -> partition of the partials topic
@@ -74,6 +76,7 @@ class Stage2:
                     parts[str(partition)] = value
             key_bytes, value_bytes = encode_pair_stats(merge.merge_partials(pair, parts, updated_at=at))
             snapshots.append((key_bytes, key_bytes, value_bytes))
+        self.metrics.stage_cpu.labels("stage2").inc(time.thread_time() - cpu)
         await asyncio.gather(
             self.store.write(writes), self.publisher.publish(self.pair_stats_topic, snapshots)
         )

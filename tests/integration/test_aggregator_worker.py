@@ -211,6 +211,12 @@ def test_events_with_the_most_delegations_are_counted_exactly(
         line for line in metrics.splitlines() if line.startswith("handshake_aggregator_oversize_units_total")
     ]
     assert oversize and float(oversize[0].split()[-1]) >= 1
+    cpu = {  # each stage's own work is counted (the bench's flatness figure rests on stage 1's)
+        line.split('"')[1]: float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("handshake_aggregator_stage_cpu_seconds_total{")
+    }
+    assert cpu.keys() == {"stage1", "stage2"} and all(seconds > 0 for seconds in cpu.values())
 
 
 def test_a_source_with_compaction_holes_is_read_through_and_counted_exactly(
