@@ -4,10 +4,10 @@ Stage 1 reads the events topic in batches, keeps event states and per-partition 
 ``state`` table and publishes each touched partial to ``{app_id}-pair-partials`` (in bundles,
 partitioned by pair: :mod:`services.aggregator.partials`). Stage 2 reads that topic, keeps
 ``(pair, partition) -> partial`` in the ``pairs`` table and publishes every changed pair's
-merged snapshot to the pair-stats topic (:mod:`services.aggregator.stage2`). Tables are read and written a batch at a time through
-:mod:`services.aggregator.store` (changelog first, then the local store). Both stages await
-their sends before the batch is acknowledged, so a committed offset always has its output on
-Kafka.
+merged snapshot to the pair-stats topic (:mod:`services.aggregator.stage2`). Tables are read and
+written a batch at a time through :mod:`services.aggregator.store` (changelog first, then the
+local store). Both stages await their sends before the batch is acknowledged, so a committed
+offset always has its output on Kafka.
 """
 
 from __future__ import annotations
