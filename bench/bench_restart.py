@@ -66,10 +66,11 @@ def rate_between(progress: list[tuple[float, ...]], low: float, high: float) -> 
     return (high - low) / (at_count(progress, high) - at_count(progress, low))
 
 
-def cpu_us_between(progress: list[tuple[float, ...]], low: float, high: float) -> float:
-    """The worker's CPU µs per event over the events numbered low..high, from (seconds, events
-    taken, CPU seconds, ...) samples: unlike events/s, not blurred by the machine's drift."""
-    return 1e6 * per_event_between(progress, low, high, 2)
+def cpu_us_between(progress: list[tuple[float, ...]], low: float, high: float, column: int = 2) -> float:
+    """CPU µs per event over the events numbered low..high, from (seconds, events taken, CPU
+    seconds, ...) samples (``column``: the worker's, by default, or a stage's own): unlike
+    events/s, not blurred by the machine's drift."""
+    return 1e6 * per_event_between(progress, low, high, column)
 
 
 def per_event_between(progress: list[tuple[float, ...]], low: float, high: float, column: int) -> float:
@@ -88,8 +89,8 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
     # ~2 partials per event) lags behind under this load and catches up after the restarts
     # (seconds since the start, events stage 1 has taken, the worker's CPU seconds, partials stage
     # 2 has taken: its share of the work in a window varies with its lag, stage 1's own CPU
-    # seconds: not blurred by it, stage 2's), from ready: start-up (imports, the group join) is not part of
-    # the first window
+    # seconds: not blurred by it, stage 2's), from ready: start-up (imports, the group join) is
+    # not part of the first window
     progress: list[tuple[float, ...]] = []
     while not progress or progress[-1][1] < n:
         if progress:
@@ -130,6 +131,10 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
     first, last = rate_between(progress, *first_window), rate_between(progress, *last_window)
     first_cpu, last_cpu = cpu_us_between(progress, *first_window), cpu_us_between(progress, *last_window)
     windows = range(int(start), int(n) - FLAT_WINDOW + 1, FLAT_WINDOW)  # each 100,000 in turn
+
+    def by_window(measure: Any, digits: int, *column: int) -> list[float]:
+        return [round(measure(progress, w, w + FLAT_WINDOW, *column), digits) for w in windows]
+
     return {
         "events": n,
         "produce_events_per_s": round(n / produce_s),
@@ -142,26 +147,18 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
         "cpu_us_per_event_first_100k": round(first_cpu, 1),
         "cpu_us_per_event_last_100k": round(last_cpu, 1),
         "cpu_first_to_last_100k": round(first_cpu / last_cpu, 2),
-        "cpu_us_per_event_by_100k": [round(cpu_us_between(progress, w, w + FLAT_WINDOW), 1) for w in windows],
+        "cpu_us_per_event_by_100k": by_window(cpu_us_between, 1),
         # stage 2 lags under this load: how many partials it took per event in each window
         "stage2_partials_per_event_first_100k": round(per_event_between(progress, *first_window, 3), 2),
         "stage2_partials_per_event_last_100k": round(per_event_between(progress, *last_window, 3), 2),
-        "stage2_partials_per_event_by_100k": [
-            round(per_event_between(progress, w, w + FLAT_WINDOW, 3), 2) for w in windows
-        ],
+        "stage2_partials_per_event_by_100k": by_window(per_event_between, 2, 3),
         # stage 1's own batch work (handshake_aggregator_stage_cpu_seconds_total): the cost per
         # event of the history, whatever stage 2's share of a window
-        "stage1_own_cpu_us_per_event_first_100k": round(
-            1e6 * per_event_between(progress, *first_window, 4), 1
-        ),
-        "stage1_own_cpu_us_per_event_last_100k": round(1e6 * per_event_between(progress, *last_window, 4), 1),
-        "stage1_own_cpu_us_per_event_by_100k": [
-            round(1e6 * per_event_between(progress, w, w + FLAT_WINDOW, 4), 1) for w in windows
-        ],
+        "stage1_own_cpu_us_per_event_first_100k": round(cpu_us_between(progress, *first_window, 4), 1),
+        "stage1_own_cpu_us_per_event_last_100k": round(cpu_us_between(progress, *last_window, 4), 1),
+        "stage1_own_cpu_us_per_event_by_100k": by_window(cpu_us_between, 1, 4),
         # the rest of the worker's CPU is faust, Kafka I/O, the local writes and RocksDB's threads
-        "stage2_own_cpu_us_per_event_by_100k": [
-            round(1e6 * per_event_between(progress, w, w + FLAT_WINDOW, 5), 1) for w in windows
-        ],
+        "stage2_own_cpu_us_per_event_by_100k": by_window(cpu_us_between, 1, 5),
         "stage2_partials_behind_at_stop": int(published - consumed),
         "restart_after_clean_stop_seconds": round(clean_restart_s, 2),
         "events_processed_again_after_clean_stop": int(processed_after_clean),
