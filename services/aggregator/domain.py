@@ -73,6 +73,12 @@ def split_partial_key(key: str) -> tuple[str, int]:
     return pair, int(partition)
 
 
+def split_day_key(key: str) -> tuple[str, int, str]:
+    """(pair, partition, month) of a :func:`day_key`."""
+    _, pair, partition, month = key.split(":")
+    return pair, int(partition), month
+
+
 def contribution(event: AcceptedEvent) -> Contribution:
     """What one event contributes to each of its pairs (JSON-able)."""
     return {
@@ -395,7 +401,7 @@ def process_batch(
         out.outcomes.append(outcome)
     for key, (partition, value) in overlay.items():
         if key.startswith("d:"):
-            _, pair, _, month = key.split(":")
+            pair, _, month = split_day_key(key)
             out.months.setdefault((pair, partition), {})[month] = sum(value.values())
     for pair, partition in list(out.full):
         partial = out.touched[(pair, partition)]

@@ -335,6 +335,7 @@ TestAggregation.settings = TestFreshReadsAggregation.settings = settings(
 @given(st.sampled_from(["CN-US", "DE-FR", "ABCD-XY"]), st.integers(min_value=0, max_value=10_000))
 def test_partial_keys_split_back_into_pair_and_partition(pair: str, partition: int) -> None:
     assert domain.split_partial_key(domain.partial_key(pair, partition)) == (pair, partition)
+    assert domain.split_day_key(domain.day_key(pair, partition, "1950-01")) == (pair, partition, "1950-01")
 
 
 # --- first and last dates under retraction ----------------------------------------------
