@@ -112,9 +112,6 @@ def _headers(headers: Any) -> list[tuple[str, bytes]]:
     return [(str(k), v) for k, v in items]
 
 
-UNIT_BYTES = 768 * 1024  # a stage-1 unit's writes, inside one 900 KiB producer batch
-
-
 def _reader(store: TableState, partition: int, carried: Mapping[bytes, bytes]) -> Any:
     """``get(partition, key)`` for :func:`domain.process_batch`: earlier units first, then the store."""
 
@@ -258,7 +255,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
         )
 
     positions = {"stage1": SourcePositions(), "stage2": SourcePositions()}
-    sizer = batching.UnitSizer(UNIT_BYTES)  # records per stage-1 unit
+    sizer = batching.UnitSizer(batching.UNIT_BYTES)  # records per stage-1 unit
     probe = LogProbe(settings.kafka_bootstrap, settings.aiokafka_config())
 
     async def close_probe(app: Any, *args: Any, **kwargs: Any) -> None:
@@ -336,7 +333,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
                 while True:
                     result = domain.process_batch(read, [decoded[i] for i in pending[:n]], fresh=True)
                     items = [(key.encode(), orjson.dumps(value)) for _, key, value in result.writes]
-                    size = sum(len(k) + len(v) + 64 for k, v in items)
+                    size = batching.unit_bytes(items)
                     if sizer.fits(n, size):
                         break
                     if n == 1:  # one record's writes alone exceed a record batch (many pairs)

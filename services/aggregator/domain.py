@@ -16,8 +16,8 @@ they are converted when first touched, in the same unit as the event that touche
 (:func:`span` reads every form).
 
 Stage 2 needs each pair's count per month: stage 1 publishes, with each partial, the counts of
-the months its batch changed (:attr:`BatchOutcome.months`), and stage 2 keeps them in its own
-copy of the partial (:func:`services.aggregator.merge.apply_entry`). A batch whose partials were
+the months its batch changed (:attr:`BatchOutcome.months`), and stage 2 keeps them, one year
+per key (:class:`services.aggregator.merge.PairsState`). A batch whose partials were
 stored but never published (a crash between the two) is read again: its records are then
 replays, and a replay republishes the *whole* months of its pairs (:func:`months_of`), so no
 month's change is lost.
