@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -30,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from schemas.records import RecordError, decode_event, encode_dead_letter
 from services.aggregator import batching, domain, hooks, partials
 from services.aggregator.delivery import (
+    FirstBatches,
     LogProbe,
     SourcePositions,
     in_generation,
@@ -297,6 +299,23 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
             await consumer.seek(tp, offset)
         return kept
 
+    first_batches = FirstBatches()
+
+    def republished(due: Sequence[int], tps: Mapping[int, Any]) -> domain.BatchOutcome:
+        """What stage 1 publishes first in the ``due`` partitions' first batch (domain.republish)."""
+        out = domain.BatchOutcome()
+        for partition in due:
+            found = [
+                (key.decode(), orjson.loads(value))
+                for key, value in state_store.scan(partition, b"p:")
+                if domain.split_partial_key(key.decode())[1] == partition
+            ]
+            since = start_offset(cast(Any, app.consumer), tps[partition])
+            read = functools.partial(_reader(state_store, partition, {}), partition)
+            out.then(domain.republish(read, found, since))
+        metrics.partials_republished.inc(len(out.touched))
+        return out
+
     async def stage1_batch(events: Sequence[EventT]) -> None:
         started = time.perf_counter()
         events = await current(events, "stage1")
@@ -320,9 +339,10 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
             by_partition.setdefault(partition, []).append(i)
         outcomes: list[domain.Outcome | None] = [None] * len(decoded)
         units: dict[int, list[list[tuple[bytes, bytes]]]] = {}
-        touched: dict[tuple[str, int], domain.Partial] = {}
-        months: dict[tuple[str, int], domain.Months] = {}  # and the months they changed (or all)
-        full: set[tuple[str, int]] = set()
+        # the partials to publish, with the months they changed (or all): first, in a partition's
+        # first batch since a (re)start, what a crash may have lost (see domain.republish)
+        first = first_batches.due(app.consumer_generation_id, {ev.message.partition for ev in events})
+        published = republished(first, {ev.message.partition: ev.message.tp for ev in events})
         dumped: dict[tuple[str, int], bytes] = {}  # a partial is serialised once, written and published
         for partition, indexes in by_partition.items():
             carried: dict[bytes, bytes] = {}  # this batch's earlier units, not stored yet
@@ -352,13 +372,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
                     carried[raw_key] = raw
                     if key.startswith("p:"):
                         dumped[domain.split_partial_key(key)] = raw
-                touched.update(result.touched)
-                for at, changed in result.months.items():  # a later unit's counts are newer
-                    if at in result.full:
-                        months[at] = changed
-                        full.add(at)
-                    else:
-                        months.setdefault(at, {}).update(changed)
+                published.then(result)  # a later unit's counts are newer
                 pending = pending[n:]
         counts: Counter[tuple[str, str]] = Counter()
         for (_, _, record), ev, maybe in zip(decoded, sources, outcomes, strict=True):
@@ -368,7 +382,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
             else:
                 counts[(record.kind.value, outcome.result)] += 1
         to_stage2: dict[int, list[bytes]] = {}  # partition of the partials topic -> entries
-        for (pair, partition), partial in touched.items():
+        for (pair, partition), partial in published.touched.items():
             raw = dumped.get((pair, partition)) or orjson.dumps(partial)
             # partitioned by pair, so stage 2 finds all partials of a pair together
             target = await publisher.partition_of(partials_name, pair.encode())
@@ -378,8 +392,8 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
                     partition,
                     partial["updates"],
                     raw,
-                    months.get((pair, partition), {}),
-                    (pair, partition) in full,
+                    published.months.get((pair, partition), {}),
+                    (pair, partition) in published.full,
                 )
             )
         metrics.stage_cpu.labels("stage1").inc(time.thread_time() - cpu)
@@ -389,7 +403,8 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
         )
         for (kind, outcome_name), n in counts.items():
             metrics.events.labels(kind, outcome_name).inc(n)
-        metrics.partials_published.inc(len(touched))
+        metrics.partials_published.inc(len(published.touched))
+        first_batches.succeeded(first)
         now = time.time()
         for ev in events:
             msg = ev.message
@@ -404,7 +419,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
         except Exception:  # not assigned (any more), or the consumer is not running
             return None
 
-    async def run_stage(stream: Any, stage: str, handle: Any, size: int) -> None:
+    async def run_stage(stream: Any, stage: str, handle: Any, size: int, failed: Any = None) -> None:
         """Feed ``handle`` batches (see :mod:`batching`); a batch is acknowledged once processed,
         and one that fails is read again, never acknowledged."""
         seek_sources_after_recovery(app.consumer, {settings.events_topic, partials_name})
@@ -420,6 +435,8 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
                 unacknowledge(events, hooks.unacked_messages(app.consumer))
                 positions[stage].forget()
                 delivered.forget()
+                if failed is not None:
+                    failed()
                 await asyncio.sleep(1.0)
             else:
                 for ev in events:  # as take_events did (also those left out as stale)
@@ -427,7 +444,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
 
     @app.agent(events_topic, name=f"{settings.app_id}.stage1")
     async def stage1(stream: Any) -> None:
-        await run_stage(stream, "stage1", stage1_batch, settings.batch_size)
+        await run_stage(stream, "stage1", stage1_batch, settings.batch_size, first_batches.forget)
 
     take_partials = Stage2(
         pairs_store, publisher, metrics, settings.pair_stats_topic, settings.topic_partitions

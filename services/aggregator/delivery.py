@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,6 +189,30 @@ def unacknowledge(events: Sequence[EventT], unacked: Any) -> None:
     for ev in events:
         ev.message.acked = True
         unacked.discard(ev.message)
+
+
+@dataclass
+class FirstBatches:
+    """The source partitions whose first batch is still to come since the consumer generation
+    began or a batch failed (then delivery starts again at the committed offset): stage 1
+    republishes what a crash may have lost in that batch (:func:`services.aggregator.domain.
+    republish`)."""
+
+    generation: int | None = None
+    done: set[int] = field(default_factory=set)
+
+    def due(self, generation: int | None, partitions: Iterable[int]) -> list[int]:
+        """Which of ``partitions`` (a batch's) have their first batch now."""
+        if generation != self.generation:
+            self.generation, self.done = generation, set()
+        return sorted(set(partitions) - self.done)
+
+    def succeeded(self, partitions: Iterable[int]) -> None:
+        self.done.update(partitions)
+
+    def forget(self) -> None:
+        """A batch failed: every partition starts again."""
+        self.done.clear()
 
 
 def start_offset(consumer: Any, tp: Any) -> int:

@@ -17,10 +17,12 @@ they are converted when first touched, in the same unit as the event that touche
 
 Stage 2 needs each pair's count per month: stage 1 publishes, with each partial, the counts of
 the months its batch changed (:attr:`BatchOutcome.months`), and stage 2 keeps them, one year
-per key (:class:`services.aggregator.merge.PairsState`). A batch whose partials were
-stored but never published (a crash between the two) is read again: its records are then
-replays, and a replay republishes the *whole* months of its pairs (:func:`months_of`), so no
-month's change is lost.
+per key (:class:`services.aggregator.merge.PairsState`). A batch whose writes were
+stored but whose partials were never published (a crash between the two) is read again, but
+its records then change nothing (replays, or superseded by later records): so stage 1's first
+batch of a source partition, after a crash, a failed batch or a rebalance, republishes every
+partial changed since the committed offset with its *whole* months (:func:`republish`), and no
+change is lost.
 
 :func:`process` turns one record at offset ``o`` into a list of writes: the partials it changes
 and the event state. The aggregator persists the writes of a batch for one source partition as
@@ -357,6 +359,19 @@ class BatchOutcome:
     months: dict[tuple[str, int], Months] = field(default_factory=dict)
     full: set[tuple[str, int]] = field(default_factory=set)
 
+    def then(self, later: BatchOutcome) -> None:
+        """Add ``later``'s outcome, of what was processed after this one: its writes and outcomes
+        follow, its partials replace, and its months are laid over (all of them if full)."""
+        self.writes.extend(later.writes)
+        self.outcomes.extend(later.outcomes)
+        self.touched.update(later.touched)
+        for at, changed in later.months.items():
+            if at in later.full:
+                self.months[at] = dict(changed)
+                self.full.add(at)
+            else:
+                self.months.setdefault(at, {}).update(changed)
+
 
 PartitionGetter = Callable[[int, str], Any]
 
@@ -416,16 +431,14 @@ def process_batch(
 
 
 def _touch_only(get: Getter, partition: int, state: EventState, result: str) -> Outcome:
-    """Nothing changes, but the event's pairs are republished: a replay may follow a crash that
-    lost what its first processing published, so a replay republishes their whole months."""
+    """Nothing changes, but the event's pairs are republished (their months are stage 2's
+    already: what a crash lost is republished whole by :func:`republish`)."""
     out = Outcome(result=result)
     for pair in pairs_of(state["current"]) | pairs_of(state["previous"]):
         partial = get(partial_key(pair, partition))
         if partial is not None:
             out.touched.add(pair)
             out.partials[pair] = partial
-            if result == "replayed":
-                out.full.add(pair)
     return out
 
 
@@ -435,3 +448,26 @@ def _copy(partial: Partial) -> Partial:
         if name in partial:
             out[name] = dict(partial[name])
     return out  # an earlier release's ``dates`` stays shared: _upgrade pops it, never changes it
+
+
+def republish(get: Getter, partials: Iterable[tuple[str, Partial]], since: int) -> BatchOutcome:
+    """What stage 1 publishes first for a source partition, after a crash, a failed batch or a
+    rebalance: every partial of ``partials`` (key, partial: all of that partition's) changed at
+    or after offset ``since`` (where delivery starts again: the committed offset), with its
+    whole months, read through ``get``.
+
+    A crash can store a batch's writes but lose what it published: its records are then
+    delivered again, but they are replays or superseded by later records, and change nothing.
+    The partials they changed all have ``last_offset >= since``, so this republishes them. A
+    partial of an earlier release carries its months inside, and is published as it is.
+    """
+    out = BatchOutcome()
+    for key, partial in partials:
+        if partial["last_offset"] < since:
+            continue
+        pair, partition = split_partial_key(key)
+        out.touched[(pair, partition)] = partial
+        if "by_month" not in partial and "dates" not in partial:
+            out.months[(pair, partition)] = stored_months(get, pair, partition, partial)
+            out.full.add((pair, partition))
+    return out

@@ -30,6 +30,11 @@ class Metrics:
             "partial aggregates sent to the internal topic",
             registry=r,
         )
+        self.partials_republished = Counter(
+            "handshake_aggregator_partials_republished_total",
+            "partials republished with all their months in a partition's first batch since a (re)start",
+            registry=r,
+        )
         self.partials_consumed = Counter(
             "handshake_aggregator_partials_consumed_total", "partial aggregates read by stage 2", registry=r
         )

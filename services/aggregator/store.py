@@ -77,6 +77,19 @@ class TableState:
         value = self.store.data.get(key)
         return None if value is None else bytes(value)
 
+    def scan(self, partition: int, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """Every stored (key, value) of ``partition`` whose key starts with ``prefix``, in key
+        order. The memory store (tests) keeps all partitions in one map: it gives every
+        partition's, and the caller tells them apart by their keys."""
+        if self.rocks:
+            out = []
+            for key, value in hooks.rocksdb_partition(self.store, partition).items(from_key=prefix):
+                if not bytes(key).startswith(prefix):
+                    break
+                out.append((bytes(key), bytes(value)))
+            return out
+        return sorted((bytes(k), bytes(v)) for k, v in self.store.data.items() if bytes(k).startswith(prefix))
+
     async def write(self, units: Mapping[int, Sequence[Sequence[Item]]]) -> None:
         """Persist each partition's units in order: changelog first, then the local store.
 

@@ -215,6 +215,7 @@ class Aggregation(RuleBasedStateMachine):
         self.stage2_taken = 0
         self.stage2_committed = 0
         self.stage2_durable = 0
+        self.rescan: dict[int, int] = {}  # partition -> its committed offset, until its first batch
 
     def _send(self, event: AcceptedEvent) -> None:
         key = f"{event.partner_id}/{event.event_id}"
@@ -246,6 +247,15 @@ class Aggregation(RuleBasedStateMachine):
     def _process(self, start: int, end: int) -> None:
         batch = len(self.batches)
         self.batches.append((start, end))
+        # a partition's first batch since the crash republishes what the crash may have lost
+        first = domain.BatchOutcome()
+        for partition in sorted({p for p, _, _ in self.topic[start:end]} & set(self.rescan)):
+            found = [
+                (k, v)
+                for k, v in sorted(self.store.items())
+                if k.startswith("p:") and domain.split_partial_key(k)[1] == partition
+            ]
+            first.then(domain.republish(self.store.get, found, self.rescan.pop(partition)))
         if self.FRESH:  # reads decode anew, as the app's RocksDB reads do: updated in place
 
             def get(_p: int, key: str) -> Any:
@@ -258,7 +268,8 @@ class Aggregation(RuleBasedStateMachine):
         for partition, key, value in result.writes:
             self.store[key] = value
             self.log.append((batch, partition, key, value))
-        self.published.extend(publish(result))
+        first.then(result)
+        self.published.extend(publish(first))
 
     @precondition(lambda self: self.processed < len(self.topic))
     @rule(size=st.integers(1, 6))
@@ -361,6 +372,10 @@ class Aggregation(RuleBasedStateMachine):
         for _, _, unit in self.stage2_log:
             store_writes(self.stage2, unit)
         self.stage2_taken = self.stage2_committed
+        # delivery starts again at the committed offset of each partition
+        self.rescan = {p: 0 for p in range(PARTITIONS)}
+        for partition, _, _ in self.topic[: self.committed]:
+            self.rescan[partition] += 1
         position = self.committed
         while position < self.processed:
             end = min(self.processed, position + data.draw(st.integers(1, 6)))
@@ -409,6 +424,43 @@ TestAggregation.settings = TestFreshReadsAggregation.settings = settings(
 def test_partial_keys_split_back_into_pair_and_partition(pair: str, partition: int) -> None:
     assert domain.split_partial_key(domain.partial_key(pair, partition)) == (pair, partition)
     assert domain.split_day_key(domain.day_key(pair, partition, "1950-01")) == (pair, partition, "1950-01")
+
+
+def test_a_first_batch_republishes_every_partial_changed_since_the_commit_with_its_whole_months() -> None:
+    """A crash may store a batch's writes but lose the partials it published: delivery starts
+    again at the committed offset, and what changed from there is republished whole."""
+    events = [
+        make_event("pa", "e1", host="FR", delegations=[("DE", 1)], starts_on=date(2024, 1, 5)),
+        make_event("pa", "e2", host="US", delegations=[("CN", 1)], starts_on=date(1950, 1, 5)),
+        make_event("pa", "e3", host="US", delegations=[("CN", 1)], starts_on=date(2026, 3, 1)),
+    ]
+    store = run([(0, offset, event) for offset, event in enumerate(events)])
+    store["p:AB-CD:0"] = {
+        **domain.empty_partial(),
+        "by_month": {"1999-01": 1},
+        "last_offset": 9,
+    }  # earlier form
+    found = [(k, v) for k, v in sorted(store.items()) if k.startswith("p:")]
+    out = domain.republish(store.get, found, since=2)  # CN-US changed at 1 and 2, DE-FR at 0
+    assert set(out.touched) == {("CN-US", 0), ("AB-CD", 0)}
+    assert out.months[("CN-US", 0)] == {"1950-01": 1, "2026-03": 1} and ("CN-US", 0) in out.full
+    assert ("AB-CD", 0) not in out.full and ("AB-CD", 0) not in out.months  # carries its months
+    assert domain.republish(store.get, found, since=10).touched == {}
+
+
+def test_a_later_outcome_is_laid_over_an_earlier_one() -> None:
+    first, later = domain.BatchOutcome(), domain.BatchOutcome()
+    first.touched[("CN-US", 0)] = {"updates": 1}
+    first.months[("CN-US", 0)] = {"1950-01": 1, "2026-03": 1}
+    first.full.add(("CN-US", 0))
+    later.touched[("CN-US", 0)] = {"updates": 2}
+    later.months[("CN-US", 0)] = {"1950-01": 0}
+    first.then(later)
+    assert first.touched[("CN-US", 0)] == {"updates": 2} and ("CN-US", 0) in first.full
+    assert first.months[("CN-US", 0)] == {"1950-01": 0, "2026-03": 1}
+    whole = domain.BatchOutcome(months={("CN-US", 0): {"1987-01": 2}}, full={("CN-US", 0)})
+    first.then(whole)
+    assert first.months[("CN-US", 0)] == {"1987-01": 2}
 
 
 # --- first and last dates under retraction ----------------------------------------------

@@ -258,3 +258,32 @@ def test_both_tables_open_rocksdb_with_bounded_memory(tmp_path: Path) -> None:
         assert options.write_buffer_size == ROCKSDB_OPTIONS["write_buffer_size"]
         assert options.max_write_buffer_number == ROCKSDB_OPTIONS["max_write_buffer_number"]
     assert ROCKSDB_OPTIONS["driver"] == "rocksdict", "the module's dict was mutated by faust"
+
+
+@pytest.mark.parametrize("store", ["rocksdb://", "memory://"])
+def test_a_table_scan_gives_the_keys_of_a_prefix_in_order(tmp_path: Path, store: str) -> None:
+    from services.aggregator.app import create_app
+    from services.aggregator.store import TableState
+
+    app = create_app(AggregatorSettings(data_dir=tmp_path, store=store), Metrics())
+    state = TableState(app, app.state)
+    items = [(b"p:CN-US:3", b"1"), (b"d:CN-US:3:1950-01", b"2"), (b"p:AB-CD:3", b"3"), (b"q:x", b"4")]
+    state.store_locally(3, items, 7)
+    state.store_locally(4, [(b"p:CN-US:4", b"5")], 1)
+    want = [(b"p:AB-CD:3", b"3"), (b"p:CN-US:3", b"1")]
+    got = state.scan(3, b"p:")
+    # the memory store keeps every partition in one map: the caller tells them apart by key
+    assert got == want if store == "rocksdb://" else got == [*want, (b"p:CN-US:4", b"5")]
+
+
+def test_first_batches_are_due_once_per_generation_and_again_after_a_failure() -> None:
+    from services.aggregator.delivery import FirstBatches
+
+    first = FirstBatches()
+    assert first.due(1, {0, 3}) == [0, 3]
+    first.succeeded([0, 3])
+    assert first.due(1, {0, 3, 5}) == [5]
+    first.forget()  # a batch failed: delivery starts again at the committed offsets
+    assert first.due(1, {3}) == [3]
+    first.succeeded([0, 3])
+    assert first.due(2, {0}) == [0]  # a rebalance
