@@ -19,7 +19,6 @@ from schemas.events import AcceptedEvent
 from schemas.pairs import CHECKSUM_MOD
 from schemas.records import PairStats, checksum_hex
 from services.aggregator.domain import (
-    COUNT_FIELDS,
     MemoryDays,
     Months,
     Partial,
@@ -42,8 +41,8 @@ def year_key(pair: str, partition: int, year: str) -> str:
     return f"y:{pair}:{partition}:{year}"
 
 
-def months_key(pair: str) -> str:
-    """The pair's count per month, summed over its partials."""
+def pair_key(pair: str) -> str:
+    """The pair's totals: its partials summed, its months, and each partial's first/last date."""
     return f"m:{pair}"
 
 
@@ -57,20 +56,41 @@ def accept_partial(stored: Partial | None, partial: Partial) -> bool:
 
 Reader = Callable[[str], Any]  # a stored value (decoded), or None
 Write = tuple[str, Any]  # (key, value); a None value deletes the key
+SUMMED = ("active_events", "participants", "cancelled", "updates")
+COUNTED = ("by_kind", "by_status", "by_direction")
+
+
+def empty_totals() -> dict[str, Any]:
+    """A pair's totals (:func:`pair_key`) with no partial."""
+    return {
+        "sum": {**{n: 0 for n in SUMMED}, **{n: {} for n in COUNTED}, "checksum": 0},
+        "months": {},
+        "spans": {},
+    }
+
+
+def add_partial(total: Partial, partial: Partial, sign: int) -> None:
+    """Add (+1) or subtract (-1) a partial's counts to a sum of partials, in place."""
+    for name in SUMMED:
+        total[name] += sign * partial[name]
+    for name in COUNTED:
+        for k, v in partial[name].items():
+            bump(total[name], k, sign * v)
+    total["checksum"] = (total["checksum"] + sign * partial["checksum"]) % CHECKSUM_MOD
 
 
 class _Pair:
     """What a batch read and changed of one pair."""
 
-    __slots__ = ("dirty_months", "dirty_partials", "dirty_years", "months", "partials", "years")
+    __slots__ = ("dirty", "partials", "totals", "years")
 
-    def __init__(self, months: Months | None) -> None:
-        self.months: Months = {} if months is None else months
+    def __init__(self, totals: dict[str, Any] | None) -> None:
+        self.totals: dict[str, Any] = empty_totals() if totals is None else totals
         self.partials: dict[int, Partial | None] = {}
         self.years: dict[tuple[int, str], Months] = {}
-        self.dirty_partials: set[int] = set()
-        self.dirty_years: set[tuple[int, str]] = set()
-        self.dirty_months = months is None  # a pair new to this form: its merged months written
+        self.dirty: set[Any] = set()  # partitions (partials), (partition, year), "totals"
+        if totals is None:
+            self.dirty.add("totals")  # a pair new to this form: its totals are written
 
 
 class PairsState:
@@ -78,17 +98,19 @@ class PairsState:
 
     Stage 2 keeps, per pair, one partial per source partition (:func:`stage2_key`, stage 1's form
     and the years it has months in), that partial's months one year per key (:func:`year_key`),
-    and the pair's months summed over its partials (:func:`months_key`). An entry's months are
-    laid over its partial's years (only the years they fall in are read), and each change of a
-    month is added to the pair's sum; a ``full`` entry replaces all its partial's years. So a
-    batch reads and writes one year's months per change, and one sum per pair, however long a
-    pair's history is: stage 2 no longer decodes, sums and rewrites 12 copies of every month.
+    and the pair's totals (:func:`pair_key`): its partials summed, its months summed, and each
+    partial's first and last date. An entry's partial replaces the stored one in the sum (the
+    difference is added), its months are laid over its partial's years (only the years they fall
+    in are read), and each change of a month is added to the pair's; a ``full`` entry replaces
+    all its partial's years. So a batch reads one partial and one year per change and one totals
+    per pair, however long a pair's history is, and a snapshot is the totals as they are: stage 2
+    no longer reads, decodes and sums a pair's 12 partials, with every month, at every change.
 
     All of a pair's writes (:meth:`writes`) must be stored as one unit (kept whole or lost): the
-    sum is then always the sum of the stored years, and an entry taken again after a crash
-    (accepted again: ``>=``) finds its months laid already and adds nothing. Stage 2's keys of
-    the previous release (every month in each partial) are converted when the pair is first
-    read (no :func:`months_key` yet), in the same unit.
+    totals are then always those of the stored partials and years, and an entry taken again
+    after a crash (accepted again: ``>=``) finds itself in them already and adds nothing. Stage
+    2's keys of the previous release (every month in each partial, no totals) are converted
+    when the pair is first read, in the same unit.
     """
 
     def __init__(self, get: Reader, partitions: int) -> None:
@@ -112,19 +134,27 @@ class PairsState:
             for year in years:
                 targets.update(dict.fromkeys(self._year(pair, view, partition, year), 0))
         targets.update(months)
+        totals = view.totals
         for month, count in targets.items():
             year = month[:4]
             counts = self._year(pair, view, partition, year)
             delta = count - counts.get(month, 0)
             if delta:
                 bump(counts, month, delta)
-                bump(view.months, month, delta)
-                view.dirty_years.add((partition, year))
-                view.dirty_months = True
+                bump(totals["months"], month, delta)
+                view.dirty.add((partition, year))
                 years.add(year)
+        if stored is not None:
+            add_partial(totals["sum"], stored, -1)
+        add_partial(totals["sum"], partial, +1)
+        first, last = span(partial)
+        if first is None:
+            totals["spans"].pop(str(partition), None)
+        else:
+            totals["spans"][str(partition)] = [first, last]
         kept = sorted(y for y in years if view.years.get((partition, y), True))
         view.partials[partition] = {**partial, "years": kept}
-        view.dirty_partials.add(partition)
+        view.dirty.update((partition, "totals"))
         self.changed[pair] = None
         return True
 
@@ -132,47 +162,61 @@ class PairsState:
         """Per pair, everything the batch changed: one unit each (see the class doc)."""
         out: dict[str, list[Write]] = {}
         for pair, view in self.pairs.items():
-            unit: list[Write] = [(stage2_key(pair, p), view.partials[p]) for p in sorted(view.dirty_partials)]
-            for partition, year in sorted(view.dirty_years):
-                unit.append((year_key(pair, partition, year), view.years[(partition, year)] or None))
-            if view.dirty_months:
-                unit.append((months_key(pair), view.months))
+            unit: list[Write] = []
+            for item in sorted(view.dirty, key=str):
+                if isinstance(item, int):
+                    unit.append((stage2_key(pair, item), view.partials[item]))
+                elif isinstance(item, tuple):
+                    partition, year = item
+                    unit.append((year_key(pair, partition, year), view.years[item] or None))
+            if "totals" in view.dirty:
+                unit.append((pair_key(pair), view.totals))
             if unit:
                 out[pair] = unit
         return out
 
     def snapshot(self, pair: str, updated_at: datetime | None = None) -> PairStats:
-        """The pair's snapshot: its partials summed, with its months; version = sum of updates."""
-        view = self._pair(pair)
-        parts = [self._partial(pair, view, p) for p in range(self.partitions)]
-        total = sum_partials(p for p in parts if p is not None)
-        total["by_month"] = view.months
+        """The pair's snapshot, from its totals; version = the sum of its partials' updates."""
+        totals = self._pair(pair).totals
+        spans = totals["spans"].values()
+        total = {
+            **totals["sum"],
+            "by_month": totals["months"],
+            "first_date": min((first for first, _ in spans), default=None),
+            "last_date": max((last for _, last in spans), default=None),
+        }
         return to_pair_stats(pair, total, version=total["updates"], updated_at=updated_at)
 
     def _pair(self, pair: str) -> _Pair:
         view = self.pairs.get(pair)
         if view is None:
-            view = self.pairs[pair] = _Pair(self.get(months_key(pair)))
-            if view.dirty_months:
+            view = self.pairs[pair] = _Pair(self.get(pair_key(pair)))
+            if "totals" in view.dirty:
                 self._convert(pair, view)
         return view
 
     def _convert(self, pair: str, view: _Pair) -> None:
-        """A pair without summed months: its partials (if any) carry their months inside."""
+        """A pair without totals: new, or kept by the previous release (every month inside each
+        partial): its totals are made from its partials, and their months go to their years."""
+        totals = view.totals
         for partition in range(self.partitions):
             stored = self._partial(pair, view, partition)
-            if stored is None or "by_month" not in stored:
+            if stored is None:
                 continue
+            add_partial(totals["sum"], stored, +1)
+            first, last = span(stored)
+            if first is not None:
+                totals["spans"][str(partition)] = [first, last]
             years: set[str] = set()
-            for month, count in stored["by_month"].items():
+            for month, count in stored.get("by_month", {}).items():
                 year = month[:4]
                 view.years.setdefault((partition, year), {})[month] = count
-                view.dirty_years.add((partition, year))
-                bump(view.months, month, count)
+                view.dirty.add((partition, year))
+                bump(totals["months"], month, count)
                 years.add(year)
             partial = {k: v for k, v in stored.items() if k != "by_month"}
             view.partials[partition] = {**partial, "years": sorted(years)}
-            view.dirty_partials.add(partition)
+            view.dirty.add(partition)
 
     def _partial(self, pair: str, view: _Pair, partition: int) -> Partial | None:
         if partition not in view.partials:
@@ -189,17 +233,14 @@ class PairsState:
 def sum_partials(partials: Iterable[Partial]) -> Partial:
     total = empty_partial()
     for part in partials:
-        for name in ("active_events", "participants", "cancelled", "updates"):
-            total[name] += part[name]
-        for name in COUNT_FIELDS:
-            for k, v in part.get(name, {}).items():  # stage 2's partials keep no by_month
-                bump(total[name], k, v)
+        add_partial(total, part, +1)
+        for k, v in part.get("by_month", {}).items():  # stage 2's partials keep no by_month
+            bump(total["by_month"], k, v)
         first, last = span(part)
         if first is not None and (total["first_date"] is None or first < total["first_date"]):
             total["first_date"] = first
         if last is not None and (total["last_date"] is None or last > total["last_date"]):
             total["last_date"] = last
-        total["checksum"] = (total["checksum"] + part["checksum"]) % CHECKSUM_MOD
         total["last_offset"] = max(total["last_offset"], part["last_offset"])
     return total
 

@@ -557,7 +557,7 @@ def test_partials_of_an_earlier_release_are_converted_when_touched(seed: int, da
     truth = merge.recompute(events[:end])
     assert merge.differences(truth, merged(store)) == {}
     assert merge.differences(truth, stage2_view(stage2)) == {}
-    assert writes and all(merge.months_key(pair) in stage2 for pair in writes)  # converted
+    assert writes and all(merge.pair_key(pair) in stage2 for pair in writes)  # converted
     assert not any("by_month" in stage2[merge.stage2_key(pair, 0)] for pair in writes)
     assert any("by_month" in v for k, v in stage2.items() if not k.startswith(("m:", "y:")))  # not yet
     written = [value for _, key, value in result.writes if key.startswith("p:")]
