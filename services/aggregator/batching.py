@@ -29,7 +29,7 @@ from faust.types import EventT
 #: seconds between two looks at faust's buffer (an idle stage wakes this often)
 POLL = 0.01
 
-#: a unit's writes (stage 1's records, stage 2's pairs), inside one 900 KiB producer batch
+#: a stage-1 unit's writes, inside one 900 KiB producer batch
 UNIT_BYTES = 768 * 1024
 
 Item = tuple[bytes, bytes | None]  # a write: key, value (None deletes the key)
@@ -182,20 +182,3 @@ class UnitSizer:
 def unit_bytes(items: Sequence[Item]) -> int:
     """What ``items`` take of a record batch, as the units are sized (with a record's overhead)."""
     return sum(len(key) + len(value or b"") + 64 for key, value in items)
-
-
-def pack(units: Sequence[Sequence[Item]], limit: int) -> list[list[Item]]:
-    """Whole ``units`` packed in order into as few as fit ``limit`` bytes each (one that alone
-    does not fit is sent alone, as several record batches in order: kept as a prefix)."""
-    out: list[list[Item]] = []
-    size = limit
-    for unit in units:
-        if not unit:
-            continue
-        need = unit_bytes(unit)
-        if not out or size + need > limit:
-            out.append([])
-            size = 0
-        out[-1].extend(unit)
-        size += need
-    return out

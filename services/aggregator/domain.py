@@ -16,8 +16,8 @@ they are converted when first touched, in the same unit as the event that touche
 (:func:`span` reads every form).
 
 Stage 2 needs each pair's count per month: stage 1 publishes, with each partial, the counts of
-the months its batch changed (:attr:`BatchOutcome.months`), and stage 2 keeps them, one year
-per key (:class:`services.aggregator.merge.PairsState`). A batch whose writes were
+the months its batch changed (:attr:`BatchOutcome.months`), and stage 2 keeps them in its own
+copy of the partial (:func:`services.aggregator.merge.apply_entry`). A batch whose writes were
 stored but whose partials were never published (a crash between the two) is read again, but
 its records then change nothing (replays, or superseded by later records): so stage 1's first
 batch of a source partition, after a crash, a failed batch or a rebalance, republishes every

@@ -43,7 +43,7 @@ def entry_bytes(
 ) -> bytes:
     """One partial as an element of a bundle (``raw_partial``: the partial's JSON, as stored),
     with the count of each month its batch changed, or of all its months if ``full`` (see
-    :meth:`services.aggregator.merge.PairsState.take`)."""
+    :func:`services.aggregator.merge.apply_entry`)."""
     head = (
         f'{{"pair":"{pair}","partition":{partition},"updates":{updates},"full":{"true" if full else "false"},'
     )

@@ -1,11 +1,9 @@
 """Stage 2's batch: take the partials stage 1 published, keep them, publish the changed pairs.
 
-Stage 2 keeps, in the ``pairs`` table, each pair's partials, their months one year per key and
-the pair's months summed (:class:`services.aggregator.merge.PairsState`), and publishes every
-changed pair's snapshot to the pair-stats topic. A pair's writes in a batch are one unit (one
-Kafka record batch on the changelog: kept whole or lost), several pairs packed in a unit up to
-:data:`~services.aggregator.batching.UNIT_BYTES`. Its writes and the snapshots are awaited
-together before the batch is acknowledged.
+Stage 2 keeps ``(pair, source partition) -> partial`` in the ``pairs`` table, each with its count
+per month (:func:`services.aggregator.merge.apply_entry`), and publishes every changed pair's
+merged snapshot to the pair-stats topic. Its writes and the snapshots are awaited together
+before the batch is acknowledged.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from typing import Any
 import orjson
 
 from schemas.records import encode_pair_stats
-from services.aggregator import batching, merge, partials
+from services.aggregator import domain, merge, partials
 from services.aggregator.metrics import Metrics
 from services.aggregator.store import Publisher, TableState, loads
 
@@ -42,7 +40,9 @@ class Stage2:
     async def handle(self, events: Sequence[Any]) -> None:
         """Take a batch of the partials topic's records (faust events, current generation)."""
         cpu = time.thread_time()
-        states: dict[int, merge.PairsState] = {}  # partition of the partials topic -> its pairs
+        latest: dict[str, domain.Partial | None] = {}  # stage-2 key -> partial, read or accepted
+        dirty: dict[str, int] = {}  # stage-2 keys to write -> partition of the partials topic
+        changed: dict[str, int] = {}  # pairs to republish -> partition of the partials topic
         taken = 0
         for ev in events:
             msg = ev.message
@@ -52,34 +52,33 @@ class Stage2:
                 log.error("unreadable partials record", extra={"error": repr(exc), "offset": msg.offset})
                 continue
             taken += len(bundle)
-            state = states.get(msg.partition)
-            if state is None:
-                state = states[msg.partition] = merge.PairsState(self._reader(msg.partition), self.partitions)
             for entry in bundle:
-                state.take(
-                    entry["pair"], entry["partition"], entry["partial"], entry["months"], entry["full"]
-                )
-        writes: dict[int, list[list[batching.Item]]] = {}
+                pair = entry["pair"]
+                key = merge.stage2_key(pair, entry["partition"])
+                if key not in latest:
+                    latest[key] = loads(self.store.get(msg.partition, key.encode()))
+                applied = merge.apply_entry(latest[key], entry["partial"], entry["months"], entry["full"])
+                if applied is not None:
+                    latest[key] = applied
+                    dirty[key] = msg.partition
+                    changed[pair] = msg.partition
+        writes: dict[int, list[list[tuple[bytes, bytes]]]] = {}  # one unit per partition
+        for key, source in dirty.items():
+            writes.setdefault(source, [[]])[0].append((key.encode(), orjson.dumps(latest[key])))
         at = datetime.now(UTC)
         snapshots = []
-        for partition, state in states.items():
-            units = [
-                [(key.encode(), None if value is None else orjson.dumps(value)) for key, value in unit]
-                for unit in state.writes().values()
-            ]  # a pair's writes are one unit: see merge.PairsState
-            writes[partition] = batching.pack(units, batching.UNIT_BYTES)
-            for pair in state.changed:
-                key_bytes, value_bytes = encode_pair_stats(state.snapshot(pair, updated_at=at))
-                snapshots.append((key_bytes, key_bytes, value_bytes))
+        for pair, source in changed.items():
+            parts: dict[str, domain.Partial] = {}
+            for partition in range(self.partitions):
+                key = merge.stage2_key(pair, partition)
+                value = latest[key] if key in latest else loads(self.store.get(source, key.encode()))
+                if value is not None:
+                    parts[str(partition)] = value
+            key_bytes, value_bytes = encode_pair_stats(merge.merge_partials(pair, parts, updated_at=at))
+            snapshots.append((key_bytes, key_bytes, value_bytes))
         self.metrics.stage_cpu.labels("stage2").inc(time.thread_time() - cpu)
         await asyncio.gather(
             self.store.write(writes), self.publisher.publish(self.pair_stats_topic, snapshots)
         )
-        self.metrics.snapshots_published.inc(len(snapshots))
+        self.metrics.snapshots_published.inc(len(changed))
         self.metrics.partials_consumed.inc(taken)
-
-    def _reader(self, partition: int) -> merge.Reader:
-        def read(key: str) -> Any:
-            return loads(self.store.get(partition, key.encode()))
-
-        return read

@@ -49,38 +49,24 @@ def publish(result: domain.BatchOutcome) -> list[tuple[str, int, Any, Any, bool]
     ]
 
 
-STAGE2_PARTITIONS = 12  # source partitions stage 2 sums a pair over (at least every one used)
-
-
-def take(stage2: dict[str, Any], entries: list[tuple[str, int, Any, Any, bool]]) -> dict[str, list[Any]]:
-    """Stage 2 takes ``entries`` in one batch over its store ``stage2``; its writes, per pair."""
-    state = merge.PairsState(lambda key: fresh(stage2.get(key)), STAGE2_PARTITIONS)
-    for entry in entries:
-        state.take(*entry)
-    writes = state.writes()
-    for unit in writes.values():
-        store_writes(stage2, unit)
+def take(stage2: dict[str, Any], entries: list[tuple[str, int, Any, Any, bool]]) -> dict[str, Any]:
+    """Stage 2 takes entries in order: ``stage2`` maps a partial key to its partial (read fresh,
+    as from RocksDB); the keys it wrote, with their values."""
+    writes: dict[str, Any] = {}
+    for pair, partition, partial, months, full in entries:
+        key = domain.partial_key(pair, partition)
+        stored = writes[key] if key in writes else fresh(stage2.get(key))
+        applied = merge.apply_entry(stored, partial, months, full)
+        if applied is not None:
+            writes[key] = applied
+    for key, value in writes.items():
+        stage2[key] = fresh(value)
     return writes
-
-
-def store_writes(store: dict[str, Any], writes: list[tuple[str, Any]]) -> None:
-    for key, value in writes:
-        if value is None:
-            store.pop(key, None)
-        else:
-            store[key] = fresh(value)
 
 
 def fresh(value: Any) -> Any:
     """A value as a read from RocksDB gives it: a new object each time."""
     return None if value is None else orjson.loads(orjson.dumps(value))
-
-
-def stage2_view(stage2: dict[str, Any]) -> dict[str, Any]:
-    """The snapshots of every pair in stage 2's store (in its form, or the previous release's)."""
-    state = merge.PairsState(lambda key: fresh(stage2.get(key)), STAGE2_PARTITIONS)
-    pairs = {key.split(":")[0] for key in stage2 if not key.startswith(("y:", "m:"))}
-    return {pair: state.snapshot(pair) for pair in sorted(pairs)}
 
 
 def test_contribution_covers_host_and_third_country_pairs() -> None:
@@ -302,11 +288,13 @@ class Aggregation(RuleBasedStateMachine):
     @precondition(lambda self: self.stage2_taken < self.sent)
     @rule(size=st.integers(1, 8))
     def stage2_take(self, size: int) -> None:
-        """Stage 2 takes a batch of the acknowledged entries; each pair's writes are one unit."""
+        """Stage 2 takes a batch of the acknowledged entries; each key it writes is a record of
+        its changelog partition (the pair's), kept or lost on its own."""
         end = min(self.sent, self.stage2_taken + size)
         writes = take(self.stage2, self.published[self.stage2_taken : end])
-        for pair, unit in writes.items():
-            self.stage2_log.append((self.stage2_batches, sum(pair.encode()) % 2, unit))
+        for key, value in writes.items():
+            partition = sum(domain.split_partial_key(key)[0].encode()) % 2
+            self.stage2_log.append((self.stage2_batches, partition, [(key, value)]))
         self.stage2_batches += 1
         self.stage2_taken = end
 
@@ -356,8 +344,8 @@ class Aggregation(RuleBasedStateMachine):
         self.store = {}
         for _, _, key, value in self.log:
             self.store[key] = value
-        # stage 2: each of its changelog partitions keeps a prefix of its unacknowledged units
-        # (a pair's writes in a batch are one unit), and it takes again from its commit
+        # stage 2: each of its changelog partitions keeps a prefix of its unacknowledged records,
+        # and it takes again from its commit
         pending: dict[int, list[int]] = {}  # partition -> indexes of its unacknowledged units
         for index in range(self.stage2_durable, len(self.stage2_log)):
             pending.setdefault(self.stage2_log[index][1], []).append(index)
@@ -370,7 +358,7 @@ class Aggregation(RuleBasedStateMachine):
         self.stage2_durable = min(self.stage2_durable, len(self.stage2_log))
         self.stage2 = {}
         for _, _, unit in self.stage2_log:
-            store_writes(self.stage2, unit)
+            self.stage2.update(unit)
         self.stage2_taken = self.stage2_committed
         # delivery starts again at the committed offset of each partition
         self.rescan = {p: 0 for p in range(PARTITIONS)}
@@ -393,7 +381,7 @@ class Aggregation(RuleBasedStateMachine):
         # months laid over stay exact though a crash lost some entries, or some of its own units
         view = dict(self.stage2)
         take(view, self.published[self.stage2_taken :])
-        stage2 = stage2_view(view)
+        stage2 = merged(view)
         assert merge.differences(truth, stage2) == {}
         for pair, stats in stage2.items():
             if stats.version != got[pair].version:
@@ -526,14 +514,6 @@ def legacy(store: dict[str, Any], dates: bool) -> dict[str, Any]:
     return out
 
 
-def merged_months(store: dict[str, Any], key: str) -> dict[str, int]:
-    """The months of the partial at ``key`` in ``store`` (either form)."""
-    value = store[key]
-    if "by_month" in value:
-        return dict(value["by_month"])
-    return domain.stored_months(store.get, *domain.split_partial_key(key), value)
-
-
 @pytest.mark.parametrize("dates", [True, False], ids=["dates", "months"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_partials_of_an_earlier_release_are_converted_when_touched(seed: int, dates: bool) -> None:
@@ -543,23 +523,15 @@ def test_partials_of_an_earlier_release_are_converted_when_touched(seed: int, da
     cut = rng.randint(100, 300)
     end = cut + 15  # a few new records: some partials stay in the old form
     old = legacy(run(records[:cut]), dates)
-    # stage 2 holds the previous release's form too: each partial with every month inside
-    stage2 = {
-        merge.stage2_key(*domain.split_partial_key(k)): {**v, "by_month": merged_months(old, k)}
-        for k, v in old.items()
-        if k.startswith("p:")
-    }
+    stage2 = {k: v for k, v in old.items() if k.startswith("p:")}  # stage 2 holds old ones too
     store = dict(old)
     result = domain.process_batch(lambda _p, k: store.get(k), records[cut - 20 : end])  # replays too
     for _, key, value in result.writes:
         store[key] = value
-    writes = take(stage2, publish(result))
+    take(stage2, publish(result))
     truth = merge.recompute(events[:end])
     assert merge.differences(truth, merged(store)) == {}
-    assert merge.differences(truth, stage2_view(stage2)) == {}
-    assert writes and all(merge.pair_key(pair) in stage2 for pair in writes)  # converted
-    assert not any("by_month" in stage2[merge.stage2_key(pair, 0)] for pair in writes)
-    assert any("by_month" in v for k, v in stage2.items() if not k.startswith(("m:", "y:")))  # not yet
+    assert merge.differences(truth, merged(stage2)) == {}
     written = [value for _, key, value in result.writes if key.startswith("p:")]
     assert written and not any("dates" in value or "by_month" in value for value in written)
     upgraded = {k for _, k, _ in result.writes if k.startswith("p:") and k in old}

@@ -45,8 +45,7 @@ def test_bundles_keep_every_entry_in_order_within_the_limit(
 
 
 def test_a_single_partial_of_an_earlier_release_reads_as_one_entry() -> None:
-    legacy = {**domain.empty_partial(), "dates": {"2025-04-10": 1}, "by_month": {"2025-04": 1}}
-    legacy.update(active_events=1, updates=3)
+    legacy = {**domain.empty_partial(), "dates": {"2025-04-10": 1}, "active_events": 1, "updates": 3}
     del legacy["first_date"], legacy["last_date"]
     value = b'{"pair":"CN-US","partition":4,"updates":3,"partial":' + orjson.dumps(legacy) + b"}"
     (only,) = partials.entries(value)
@@ -56,12 +55,23 @@ def test_a_single_partial_of_an_earlier_release_reads_as_one_entry() -> None:
         ("2025-04-10", "2025-04-10"),
     )
     assert (only["months"], only["full"]) == ({}, False)
-    # it carries its months: stage 2 takes them in place of all it held for that partial
-    stored = {"CN-US:4": {**domain.empty_partial(), "by_month": {"1999-01": 5}, "updates": 2}}
-    state = merge.PairsState(stored.get, 12)
-    assert state.take(only["pair"], only["partition"], only["partial"], only["months"], only["full"])
-    stats = state.snapshot("CN-US")
-    assert (stats.by_month, stats.version, str(stats.first_date)) == ({"2025-04": 1}, 3, "2025-04-10")
+    # it carries its months: stage 2 keeps them as they are, whatever it held
+    stored = {**domain.empty_partial(), "by_month": {"1999-01": 5}, "updates": 2}
+    assert merge.apply_entry(stored, only["partial"], only["months"], only["full"]) == legacy
+
+
+def test_stage2_lays_the_changed_months_over_its_own_or_replaces_them_all() -> None:
+    def partial(updates: int) -> dict[str, object]:
+        return {**domain.empty_partial(months=False), "updates": updates}
+
+    stored = {**partial(4), "by_month": {"1950-01": 2, "2026-12": 1}}
+    changed = merge.apply_entry(stored, partial(5), {"1950-01": 0, "1987-03": 4}, False)
+    assert changed is not None and changed["by_month"] == {"2026-12": 1, "1987-03": 4}
+    whole = merge.apply_entry(stored, partial(5), {"1987-03": 4}, True)
+    assert whole is not None and whole["by_month"] == {"1987-03": 4}
+    assert merge.apply_entry(stored, partial(4), {}, False) == stored  # again: the same
+    assert merge.apply_entry(stored, partial(3), {"1987-03": 4}, True) is None  # older: ignored
+    assert stored["by_month"] == {"1950-01": 2, "2026-12": 1}, "the stored partial is not changed"
 
 
 @pytest.mark.parametrize(
