@@ -32,7 +32,7 @@ POLL = 0.01
 #: a stage-1 unit's writes, inside one 900 KiB producer batch
 UNIT_BYTES = 768 * 1024
 
-Item = tuple[bytes, bytes | None]  # a write: key, value (None deletes the key)
+Item = tuple[bytes, bytes]  # a write: key, value
 
 
 @dataclass
@@ -181,4 +181,4 @@ class UnitSizer:
 
 def unit_bytes(items: Sequence[Item]) -> int:
     """What ``items`` take of a record batch, as the units are sized (with a record's overhead)."""
-    return sum(len(key) + len(value or b"") + 64 for key, value in items)
+    return sum(len(key) + len(value) + 64 for key, value in items)

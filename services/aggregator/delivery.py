@@ -195,8 +195,8 @@ def unacknowledge(events: Sequence[EventT], unacked: Any) -> None:
 class FirstBatches:
     """The source partitions whose first batch is still to come since the consumer generation
     began or a batch failed (then delivery starts again at the committed offset): stage 1
-    republishes what a crash may have lost in that batch (:func:`services.aggregator.domain.
-    republish`)."""
+    republishes what a crash may have lost in that batch
+    (:func:`services.aggregator.domain.republish`)."""
 
     generation: int | None = None
     done: set[int] = field(default_factory=set)

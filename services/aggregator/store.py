@@ -38,7 +38,7 @@ async def _send_in_order(app: Any, topic: str, partition: int, items: Sequence[I
             last = await _flush(producer, batch, topic, partition)
             batch = producer.create_batch()
             if batch.append(key=key, value=value, timestamp=None) is None:  # pragma: no cover
-                raise ValueError(f"record of {len(key) + len(value or b'')} bytes does not fit a batch")
+                raise ValueError(f"record of {len(key) + len(value)} bytes does not fit a batch")
     if batch.record_count():
         last = await _flush(producer, batch, topic, partition)
     return last
