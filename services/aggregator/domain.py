@@ -360,10 +360,9 @@ class BatchOutcome:
     full: set[tuple[str, int]] = field(default_factory=set)
 
     def then(self, later: BatchOutcome) -> None:
-        """Add ``later``'s outcome, of what was processed after this one: its writes and outcomes
-        follow, its partials replace, and its months are laid over (all of them if full)."""
-        self.writes.extend(later.writes)
-        self.outcomes.extend(later.outcomes)
+        """Add what ``later`` (processed after this one) publishes: its partials replace, and its
+        months are laid over (all of them if full). Writes and outcomes are the caller's: each
+        unit's are persisted and counted as they come."""
         self.touched.update(later.touched)
         for at, changed in later.months.items():
             if at in later.full:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Iterable
 from datetime import date, timedelta
 from typing import Any
 
@@ -175,6 +176,16 @@ def event_bodies(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
+def lost_suffixes(data: st.DataObject, items: Iterable[tuple[Any, int]]) -> set[int]:
+    """A crash: of each group's indexes (``items``: (group, index), in order), any suffix is lost."""
+    groups: dict[Any, list[int]] = {}
+    for group, index in items:
+        groups.setdefault(group, []).append(index)
+    return {
+        i for _, indexes in sorted(groups.items()) for i in indexes[data.draw(st.integers(0, len(indexes))) :]
+    }
+
+
 class Aggregation(RuleBasedStateMachine):
     """Stage 1 + stage 2 under adds, corrections, duplicates, stale revisions, replays and crashes."""
 
@@ -193,11 +204,10 @@ class Aggregation(RuleBasedStateMachine):
         self.latest: dict[str, AcceptedEvent] = {}
         self.committed = 0  # records before this index are committed
         self.durable = 0  # changelog entries before this index are acknowledged
-        # stage 2: its store, its changelog (batch, partition, [one write]), the entries of
+        # stage 2: its store, its changelog (partition, key, value), the entries of
         # self.published it took, and what of both is committed / acknowledged
         self.stage2: dict[str, Any] = {}
-        self.stage2_log: list[tuple[int, int, list[tuple[str, Any]]]] = []
-        self.stage2_batches = 0
+        self.stage2_log: list[tuple[int, str, Any]] = []
         self.stage2_taken = 0
         self.stage2_committed = 0
         self.stage2_durable = 0
@@ -294,8 +304,7 @@ class Aggregation(RuleBasedStateMachine):
         writes = take(self.stage2, self.published[self.stage2_taken : end])
         for key, value in writes.items():
             partition = sum(domain.split_partial_key(key)[0].encode()) % 2
-            self.stage2_log.append((self.stage2_batches, partition, [(key, value)]))
-        self.stage2_batches += 1
+            self.stage2_log.append((partition, key, value))
         self.stage2_taken = end
 
     @precondition(lambda self: len(self.topic) - self.processed >= 2)
@@ -321,14 +330,8 @@ class Aggregation(RuleBasedStateMachine):
         A unit is one batch's writes for one partition: the aggregator sends it as one Kafka
         record batch and writes it to RocksDB in one write batch, so it is kept whole or lost.
         """
-        unsent: dict[str, list[int]] = {}  # pair -> indexes of its unacknowledged entries
-        for index in range(self.sent, len(self.published)):
-            unsent.setdefault(self.published[index][0], []).append(index)
-        lost = {
-            i
-            for _, indexes in sorted(unsent.items())
-            for i in indexes[data.draw(st.integers(0, len(indexes))) :]
-        }
+        # each pair's unacknowledged entries
+        lost = lost_suffixes(data, ((self.published[i][0], i) for i in range(self.sent, len(self.published))))
         self.published = [entry for i, entry in enumerate(self.published) if i not in lost]
         self.sent = min(self.sent, len(self.published))
         units: dict[int, list[int]] = {}  # partition -> its unflushed batches, in order
@@ -346,19 +349,11 @@ class Aggregation(RuleBasedStateMachine):
             self.store[key] = value
         # stage 2: each of its changelog partitions keeps a prefix of its unacknowledged records,
         # and it takes again from its commit
-        pending: dict[int, list[int]] = {}  # partition -> indexes of its unacknowledged records
-        for index in range(self.stage2_durable, len(self.stage2_log)):
-            pending.setdefault(self.stage2_log[index][1], []).append(index)
-        dropped = {
-            i
-            for _, indexes in sorted(pending.items())
-            for i in indexes[data.draw(st.integers(0, len(indexes))) :]
-        }
-        self.stage2_log = [unit for i, unit in enumerate(self.stage2_log) if i not in dropped]
+        pending = ((self.stage2_log[i][0], i) for i in range(self.stage2_durable, len(self.stage2_log)))
+        dropped = lost_suffixes(data, pending)
+        self.stage2_log = [record for i, record in enumerate(self.stage2_log) if i not in dropped]
         self.stage2_durable = min(self.stage2_durable, len(self.stage2_log))
-        self.stage2 = {}
-        for _, _, unit in self.stage2_log:
-            self.stage2.update(unit)
+        self.stage2 = {key: value for _, key, value in self.stage2_log}
         self.stage2_taken = self.stage2_committed
         # delivery starts again at the committed offset of each partition
         self.rescan = {p: 0 for p in range(PARTITIONS)}
