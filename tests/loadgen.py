@@ -252,7 +252,9 @@ def api_pairs(api_url: str, headers: dict[str, str] | None = None) -> dict[str, 
     offset = 0
     with httpx.Client(base_url=api_url, timeout=10, headers=headers) as client:
         while True:
-            page = client.get("/v1/pairs", params={"limit": 500, "offset": offset}).json()
+            answer = client.get("/v1/pairs", params={"limit": 500, "offset": offset})
+            answer.raise_for_status()  # a problem answer is not an empty view
+            page = answer.json()
             items = page.get("items") or page.get("pairs") or []
             for item in items:
                 if item.get("active_events", 0):
@@ -283,14 +285,23 @@ def compare(truth: dict[str, dict[str, Any]], seen: dict[str, dict[str, Any]]) -
 def wait_exact(
     api_url: str, truth: dict[str, dict[str, Any]], timeout: float
 ) -> tuple[dict[str, int], float]:
-    """Poll until the API equals the truth and two reads 1 s apart agree; return figures and seconds."""
+    """Poll until the API equals the truth and two reads 1 s apart agree; return figures and seconds.
+
+    Raises if no read succeeded before ``timeout``, with the last failure: an API that cannot
+    answer is not a view that lost events."""
     started = time.monotonic()
     last: dict[str, dict[str, Any]] | None = None
     figures = compare(truth, {})
+    failure: str | None = None
     while time.monotonic() - started < timeout:
         try:
             seen = api_pairs(api_url)
-        except (httpx.HTTPError, ValueError):
+        except httpx.HTTPStatusError as exc:
+            failure = f"{exc.response.status_code} {exc.response.text[:500]}"
+            time.sleep(1)
+            continue
+        except (httpx.HTTPError, ValueError) as exc:
+            failure = repr(exc)
             time.sleep(1)
             continue
         figures = compare(truth, seen)
@@ -298,4 +309,6 @@ def wait_exact(
             return figures, time.monotonic() - started
         last = seen
         time.sleep(1)
+    if last is None:
+        raise AssertionError(f"GET /v1/pairs never answered in {timeout:.0f}s; last: {failure}")
     return figures, time.monotonic() - started

@@ -47,6 +47,11 @@ def _run(platform: Harness, keys: dict[str, str], seed: int) -> LoadGenerator:
     return load
 
 
+def _tails(platform: Harness) -> str:
+    """The services' last log lines, for a failure's message."""
+    return "\n".join(f"--- {s.name} ---\n{s.tail(20)}" for s in platform.services.values())
+
+
 def _finish(
     scenario: str,
     platform: Harness,
@@ -60,7 +65,10 @@ def _finish(
         scenario += ", secured broker"
     acknowledged.update(load.outcomes.truth_events)
     truth = ground_truth(acknowledged)
-    figures, seconds = wait_exact(platform["api"].url, truth, timeout)
+    try:
+        figures, seconds = wait_exact(platform["api"].url, truth, timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_tails(platform)}") from None
     out = load.outcomes
     record(
         scenario,
@@ -76,7 +84,7 @@ def _finish(
         total_s=round(time.monotonic() - started, 1),
     )
     assert out.false_acks_while_down == 0
-    assert figures == {"lost": 0, "duplicated": 0, "pairs_differing": 0}
+    assert figures == {"lost": 0, "duplicated": 0, "pairs_differing": 0}, _tails(platform)
     assert out.acknowledged > 0
     for service in platform.services.values():
         assert service.alive(), f"{service.name} died: {service.tail()}"
