@@ -131,6 +131,7 @@ class LiveCollector(Collector):
         records.add_metric(["applied"], live.applied)
         records.add_metric(["stale"], live.stale)
         records.add_metric(["invalid"], live.invalid)
+        records.add_metric(["failed"], live.failed)
         yield records
         yield GaugeMetricFamily("handshake_api_stream_clients", "connected stream clients", value=hub.clients)
         yield GaugeMetricFamily("handshake_api_stream_sequence", "latest stream event id", value=hub.sequence)

@@ -34,6 +34,7 @@ class Live:
         self.applied = 0
         self.stale = 0
         self.invalid = 0
+        self.failed = 0  # snapshots that raised while applied (see _take)
         self.last_apply_monotonic: float | None = None
         self.started_monotonic = time.monotonic()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -78,22 +79,28 @@ class Live:
             else:
                 self._drain()
 
+    def _take(self, item: PairStats | None) -> None:
+        """Apply one queued item; a snapshot that breaks the view is logged and counted, never
+        allowed to stop the drain (the view would then stay frozen while still ready)."""
+        if item is None:
+            self.mark_ready()
+            return
+        try:
+            self.apply(item)
+        except Exception:
+            self.failed += 1
+            log.exception("a snapshot could not be applied: skipped", extra={"pair": item.pair})
+
     def _drain(self) -> None:
         for _ in range(self.fanout_batch):
             if not self._inbox:
                 break
-            item = self._inbox.popleft()
-            if item is None:
-                self.mark_ready()
-            else:
-                self.apply(item)
+            self._take(self._inbox.popleft())
         if self._inbox and self.loop is not None:
             self.loop.call_soon(self._drain)
             return
-        if self._inbox:  # no loop: apply the rest now
-            while self._inbox:
-                item = self._inbox.popleft()
-                self.mark_ready() if item is None else self.apply(item)
+        while self._inbox:  # no loop: apply the rest now
+            self._take(self._inbox.popleft())
         self._draining = False
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.api.live import Live
 from services.api.testing import make_stats
 from services.api.view import LiveView, PairQuery, recompute_totals
 
@@ -163,3 +164,23 @@ def test_country_activity_sums_the_matching_pairs(snapshots, kind, month) -> Non
     rows = view.activity(query)
     assert {a.code: (a.value, a.pairs) for a in rows} == expected
     assert [(-a.value, a.code) for a in rows] == sorted((-v, c) for c, (v, _) in expected.items())
+
+
+def test_a_snapshot_that_breaks_the_view_is_skipped_and_the_drain_goes_on() -> None:
+    """An exception while applying one snapshot must not leave the view frozen (still ready)."""
+    live = Live()  # no event loop: the drain runs inline
+    broken = make_stats("FR", "DE", events=2, version=1)
+    original = live.view.replace
+
+    def replace(stats):  # type: ignore[no-untyped-def]
+        if stats is broken:
+            raise ValueError("not in list")
+        return original(stats)
+
+    live.view.replace = replace  # type: ignore[method-assign]
+    live.deliver([broken, make_stats("FR", "IT", events=3, version=1)])
+    live.caught_up()
+    live.deliver([make_stats("FR", "DE", events=4, version=2)])
+    assert live.failed == 1
+    assert live.ready
+    assert {s.pair: s.active_events for s in live.view} == {"FR-IT": 3, "DE-FR": 4}
