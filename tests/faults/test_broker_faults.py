@@ -48,8 +48,21 @@ def _run(platform: Harness, keys: dict[str, str], seed: int) -> LoadGenerator:
 
 
 def _tails(platform: Harness) -> str:
-    """The services' last log lines, for a failure's message."""
-    return "\n".join(f"--- {s.name} ---\n{s.tail(20)}" for s in platform.services.values())
+    """The services' own metrics and last log lines, for a failure's message: which of them
+    stopped (the worker publishing, the API's view applying) shows there."""
+    parts = []
+    for service in platform.services.values():
+        try:
+            text = httpx.get(f"{service.url}/metrics", timeout=5).text
+            mine = "\n".join(
+                line
+                for line in text.splitlines()
+                if line.startswith("handshake_") and "_created" not in line and "_bucket" not in line
+            )
+        except httpx.HTTPError as exc:
+            mine = repr(exc)
+        parts.append(f"--- {service.name} ---\n{mine}\n{service.tail(20)}")
+    return "\n".join(parts)
 
 
 def _finish(
