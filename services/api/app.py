@@ -82,6 +82,11 @@ class IndexCollector(Collector):
             "records read from the events topic since start (a restart reads only what is new)",
             value=index.read_records,
         )
+        yield CounterMetricFamily(
+            "handshake_api_index_consumer_stalls",
+            "times the index's consumer stayed behind without progress and was recreated",
+            value=index.consumer_stalls,
+        )
         yield GaugeMetricFamily(
             "handshake_api_index_last_apply_age_seconds",
             "seconds since the index last applied a batch (-1: never since start)",
@@ -133,6 +138,11 @@ class LiveCollector(Collector):
         records.add_metric(["invalid"], live.invalid)
         records.add_metric(["failed"], live.failed)
         yield records
+        yield CounterMetricFamily(
+            "handshake_api_view_consumer_stalls",
+            "times the pair-stats consumer stayed behind without progress and was recreated",
+            value=live.consumer_stalls,
+        )
         yield GaugeMetricFamily("handshake_api_stream_clients", "connected stream clients", value=hub.clients)
         yield GaugeMetricFamily("handshake_api_stream_sequence", "latest stream event id", value=hub.sequence)
         yield CounterMetricFamily(

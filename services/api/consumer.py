@@ -12,6 +12,8 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Hashable, Mapping
+from typing import Generic, TypeVar
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
@@ -21,6 +23,63 @@ from services.api.live import Live
 from services.api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+
+
+class ConsumerStalled(RuntimeError):
+    """The consumer's positions stayed put while the topic's end was ahead (see StallGuard)."""
+
+
+class StallGuard(Generic[K]):
+    """Tells a stuck consumer from an idle one: stuck when some partition is behind its end
+    offset and no position moved for ``seconds``.
+
+    A Kafka client can stay connected yet stop fetching after a broker fault (kafka-python has
+    had such bugs, e.g. dpkp/kafka-python#886 with SASL); the readiness it reported once stays
+    true, so the view would go stale in silence. The caller recreates the consumer instead."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._positions: dict[K, int] = {}
+        self._since: float | None = None
+
+    def stalled(self, now: float, positions: Mapping[K, int], ends: Mapping[K, int]) -> bool:
+        if not any(positions[tp] < ends.get(tp, 0) for tp in positions):
+            self._since = None  # caught up: the clock starts when it is behind again
+            return False
+        if positions != self._positions or self._since is None:
+            self._positions, self._since = dict(positions), now
+            return False
+        return now - self._since >= self.seconds
+
+    def check(self, now: float, positions: Mapping[K, int], ends: Mapping[K, int]) -> None:
+        """Raise :class:`ConsumerStalled` when :meth:`stalled`."""
+        if self.stalled(now, positions, ends):
+            behind = sum(max(0, ends.get(tp, 0) - positions[tp]) for tp in positions)
+            raise ConsumerStalled(
+                f"no progress for {self.seconds:.0f}s while {behind} records behind: recreating the consumer"
+            )
+
+    def reset(self) -> None:
+        """The end offsets could not be read (the broker is away): that is not a stall, and
+        the time it lasts does not count towards one."""
+        self._since = None
+
+
+STALL_CHECK_EVERY = 5.0  # seconds between the view consumer's end-offset reads
+
+
+def check_stall(
+    guard: StallGuard[TopicPartition], consumer: KafkaConsumer, partitions: list[TopicPartition], now: float
+) -> None:
+    """Raise :class:`ConsumerStalled` when ``guard`` says the consumer is stuck."""
+    try:
+        ends = consumer.end_offsets(partitions, timeout_ms=5000)
+    except KafkaError:
+        guard.reset()
+        return
+    guard.check(now, {tp: consumer.position(tp) for tp in partitions}, ends)
 
 
 def wait_for_partitions(consumer: KafkaConsumer, topic: str, stop: threading.Event) -> list[TopicPartition]:
@@ -71,6 +130,11 @@ class KafkaSnapshotSource:
             try:
                 self._consume()
                 return
+            except ConsumerStalled as exc:
+                self.error = exc
+                if self._live is not None:
+                    self._live.consumer_stalls += 1
+                log.warning("pair-stats consumer stalled; recreating it", extra={"error": str(exc)})
             except Exception as exc:
                 self.error = exc
                 log.exception("pair-stats consumer failed; restarting in 1 s")
@@ -104,10 +168,15 @@ class KafkaSnapshotSource:
                 "reading pair-stats",
                 extra={"topic": self.settings.pair_stats_topic, "records": sum(end.values())},
             )
-            started = time.monotonic()
+            started = last_check = time.monotonic()
+            guard: StallGuard[TopicPartition] = StallGuard(self.settings.consumer_stall_seconds)
             if not pending:
                 self._call(live.caught_up)
             while not self._stop.is_set():
+                now = time.monotonic()
+                if now - last_check >= STALL_CHECK_EVERY:
+                    last_check = now
+                    check_stall(guard, consumer, partitions, now)
                 batches = consumer.poll(timeout_ms=self.settings.consumer_poll_ms)
                 snapshots: list[PairStats] = []
                 bad = 0

@@ -35,6 +35,7 @@ class Live:
         self.stale = 0
         self.invalid = 0
         self.failed = 0  # snapshots that raised while applied (see _take)
+        self.consumer_stalls = 0  # consumers recreated after a stall (StallGuard)
         self.last_apply_monotonic: float | None = None
         self.started_monotonic = time.monotonic()
         self.loop: asyncio.AbstractEventLoop | None = None

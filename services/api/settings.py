@@ -32,6 +32,12 @@ class ApiSettings(KafkaSettings):
     )
     consumer_poll_ms: int = Field(200, ge=10, description="poll timeout of the pair-stats consumer")
     consumer_client_id: str = "handshake-api"
+    consumer_stall_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="a consumer whose positions stay put this long while its topic's end is ahead is "
+        "recreated (a client stuck after a broker fault)",
+    )
     api_data_dir: Path = Field(
         Path(".handshake/api"),
         description="where the event index (events.sqlite3) lives; rebuilt from Kafka when lost",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -10,9 +11,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
 from handshake.settings import KafkaSettings
 from schemas.records import encode_pair_stats
+from services.api.consumer import ConsumerStalled, StallGuard, check_stall, wait_for_partitions
 from services.api.testing import EventReader, make_stats, running_api
 
 pytestmark = pytest.mark.integration
@@ -120,3 +123,35 @@ def test_restart_rebuilds_the_same_view_and_stale_versions_never_win(kafka_setti
     assert answers[0] == answers[1]
     assert answers[0][0][:2] == [("DE-FR", 5, 5), ("JP-MX", 1, 4)]
     assert answers[0][1]["pairs"] == 6
+
+
+def test_a_consumer_that_stops_fetching_behind_the_end_is_reported_stalled(kafka_settings, produce) -> None:  # type: ignore[no-untyped-def]
+    """The view's stall check on a real broker: a consumer that does not fetch (paused here, as
+    a client stuck after a broker fault) while records wait is stalled; once it reads, it is not."""
+    produce(make_stats("CN", "US", version=1), make_stats("DE", "FR", version=1))
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka_settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        **kafka_settings.kafka_python_config(),
+    )
+    try:
+        partitions = wait_for_partitions(consumer, kafka_settings.pair_stats_topic, threading.Event())
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        consumer.pause(*partitions)
+        guard: StallGuard[TopicPartition] = StallGuard(10)
+        check_stall(guard, consumer, partitions, now=0)  # behind: the clock starts
+        check_stall(guard, consumer, partitions, now=9)
+        with pytest.raises(ConsumerStalled, match="records behind"):
+            check_stall(guard, consumer, partitions, now=10)
+        consumer.resume(*partitions)
+        ends = consumer.end_offsets(partitions)
+        deadline = time.monotonic() + 10
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            assert time.monotonic() < deadline, "the resumed consumer did not catch up"
+            consumer.poll(timeout_ms=200)
+        check_stall(guard, consumer, partitions, now=30)  # caught up: not stalled
+        check_stall(guard, consumer, partitions, now=60)
+    finally:
+        consumer.close(autocommit=False)

@@ -45,6 +45,7 @@ class EventIndex:
         self.lag: int | None = None  # records behind the topic's end, None until measured
         self.counts = dict.fromkeys(COUNTERS, 0)  # since this process started
         self.read_records = 0  # records read from Kafka since this process started
+        self.consumer_stalls = 0  # consumers recreated after a stall (StallGuard)
         self.resumed_from: dict[int, int] = {}
         self.last_apply_monotonic: float | None = None
         self.publish_live = False  # publish changes only once caught up (not the history)

@@ -15,7 +15,7 @@ import time
 
 from kafka import KafkaConsumer, TopicPartition
 
-from services.api.consumer import wait_for_partitions
+from services.api.consumer import ConsumerStalled, StallGuard, wait_for_partitions
 from services.api.index import bulk, catchup
 from services.api.index.service import EventIndex
 from services.api.index.store import IndexStore
@@ -49,6 +49,10 @@ class KafkaEventSource:
             try:
                 self._consume()
                 return
+            except ConsumerStalled as exc:
+                self.error = exc
+                self.index.consumer_stalls += 1
+                log.warning("event index consumer stalled; recreating it", extra={"error": str(exc)})
             except sqlite3.DatabaseError as exc:
                 self.error = exc
                 log.error("the event index file is damaged; rebuilding it from the topic", exc_info=exc)
@@ -149,6 +153,7 @@ class KafkaEventSource:
                 extra={"topic": self.settings.events_topic, "behind": index.lag, "rebuilt": store.rebuilt},
             )
             started = last_lag = time.monotonic()
+            guard: StallGuard[TopicPartition] = StallGuard(self.settings.consumer_stall_seconds)
             if not pending:
                 index.mark_caught_up()
             while not self._stop.is_set():
@@ -172,7 +177,9 @@ class KafkaEventSource:
                     if not store.path.exists():
                         raise sqlite3.DatabaseError("the index file was deleted")
                     latest = consumer.end_offsets(partitions)
-                    index.lag = sum(max(0, latest[tp] - consumer.position(tp)) for tp in partitions)
+                    positions = {tp: consumer.position(tp) for tp in partitions}
+                    index.lag = sum(max(0, latest[tp] - positions[tp]) for tp in partitions)
+                    guard.check(now, positions, latest)  # a stuck client is recreated
                 elif records and not pending:
                     index.lag = max(0, (index.lag or 0) - len(records))
         finally:
