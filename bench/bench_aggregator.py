@@ -67,10 +67,12 @@ def long_pair_event(rng: random.Random, partner_id: str, event_id: str, countrie
     )
 
 
-def produce(bootstrap: str, topic: str, n: int) -> float:
+def produce(bootstrap: str, topic: str, n: int, first: int = 0) -> float:
+    """``n`` events numbered from ``first`` (a later call with ``first`` = the events so far
+    adds new ones); seconds taken."""
     from kafka import KafkaProducer
 
-    rng = random.Random(1)
+    rng = random.Random(1 + first)
     producer = KafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
@@ -83,7 +85,7 @@ def produce(bootstrap: str, topic: str, n: int) -> float:
         "US", "CN", "FR", "DE", "JP", "BR", "IN", "KE", "MX", "NG", "GB", "IT", "ES", "CA", "AU", "ZA",
         "EG", "AR", "KR", "TR", "SE", "NO", "PL", "UA", "VN", "TH", "ID", "PH", "PE", "CL",
     ]  # fmt: skip
-    for i in range(n):
+    for i in range(first, first + n):
         if LONG_PAIR_EVERY and i % LONG_PAIR_EVERY == 0:
             event = long_pair_event(rng, f"partner-{i % 50}", f"ev-{i}", countries)
         else:

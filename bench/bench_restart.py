@@ -7,7 +7,9 @@ event, over the first 100,000 events from ready and the last 100,000 tell whethe
 event stays flat as history grows; one event in 20 belongs to a pair whose events start any day
 from 1950 to 2026), then is stopped cleanly and restarted, then SIGKILLed and restarted; each
 restart is timed from the process start to ``/readyz`` answering 200. Last, its local state is
-deleted and the time to ready again is the rebuild from the changelogs alone. Uses
+deleted and the time to ready again is the rebuild from the changelogs alone. Then 100,000 new
+events arrive and a worker is SIGKILLed halfway through them: the restarted worker's first
+batches republish what the crash may have lost, timed against a start after a clean stop. Uses
 HANDSHAKE_KAFKA_BOOTSTRAP when set, else a temporary native broker. Prints JSON and writes
 bench/results/restart.json.
 """
@@ -33,12 +35,14 @@ from bench_aggregator import (  # noqa: E402
     main,
     metric,
     metrics_of,
+    produce,
     rss_mb,
 )
 
 from handshake.broker import free_port  # noqa: E402
 from services.aggregator.testing import WorkerProcess, worker_env  # noqa: E402
 
+CRASH_EVENTS = 100_000  # new events a worker is SIGKILLed halfway through (crash while catching up)
 FLAT_WINDOW = 100_000  # events: the per-event cost is flat when the last window is as fast as the first
 EVENTS = "handshake_aggregator_events_total"  # stage 1 has taken them
 CONSUMED = "handshake_aggregator_partials_consumed_total"  # stage 2 has taken them
@@ -76,6 +80,59 @@ def cpu_us_between(progress: list[tuple[float, ...]], low: float, high: float, c
 def per_event_between(progress: list[tuple[float, ...]], low: float, high: float, column: int) -> float:
     """How much ``column`` grew per event over the events numbered low..high."""
     return (at_count(progress, high, column) - at_count(progress, low, column)) / (high - low)
+
+
+def crash_while_catching_up(
+    bootstrap: str, topic: str, env: dict[str, str], port: int, work: Path, n: int
+) -> dict[str, Any]:
+    """``CRASH_EVENTS`` new events after the ``n`` of the history; a worker is SIGKILLed halfway
+    through them and started again. Its first batch of each partition republishes the partials
+    changed since the committed offset with all their months (services.aggregator.domain.republish):
+    how long that takes is the price of the crash, against the rate before it."""
+    produce(bootstrap, topic, CRASH_EVENTS, first=n)
+    worker = WorkerProcess(env, port, work / "worker5.log").start()
+    worker.wait_ready(600)
+    began = time.perf_counter()
+    first_before_s = None  # after a clean stop: nothing to republish (the baseline)
+    while (taken := metric(worker, EVENTS)) < CRASH_EVENTS / 2:
+        if taken and first_before_s is None:
+            first_before_s = time.perf_counter() - began
+        time.sleep(0.2)
+    before_rate = taken / (time.perf_counter() - began)
+    worker.proc.send_signal(signal.SIGKILL)
+    worker.proc.wait()
+
+    worker = WorkerProcess(env, port, work / "worker6.log").start()
+    ready_s = worker.wait_ready(600)
+    began = time.perf_counter()
+    first_s = None
+    while True:  # until the events topic is read to its end again
+        taken, lag, republished = metrics_of(
+            worker,
+            EVENTS,
+            "handshake_aggregator_consumer_lag",
+            "handshake_aggregator_partials_republished_total",
+        )
+        if taken and first_s is None:
+            first_s = time.perf_counter() - began
+        if taken and lag == 0:
+            break
+        if time.perf_counter() - began > 1800:
+            raise TimeoutError("the restarted worker did not catch up")
+        time.sleep(0.2)
+    catch_up_s = time.perf_counter() - began
+    worker.stop()
+    return {
+        "crash_events": CRASH_EVENTS,
+        "crash_events_per_s_before": round(before_rate),
+        "crash_restart_seconds": round(ready_s, 2),
+        "crash_partials_republished": int(republished),
+        "crash_seconds_to_first_batch": round(first_s or 0.0, 2),
+        "crash_seconds_to_first_batch_before": round(first_before_s or 0.0, 2),
+        "crash_events_taken_again_and_new": int(taken),
+        "crash_catch_up_seconds": round(catch_up_s, 1),
+        "crash_catch_up_events_per_s": round(taken / catch_up_s),
+    }
 
 
 def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
@@ -126,6 +183,7 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
     rebuild_s = worker.wait_ready(1800)
     restored = metric(worker, "handshake_aggregator_restored_records")
     worker.stop()
+    crash = crash_while_catching_up(bootstrap, kafka.events_topic, env, port, work, n)
     start = progress[0][1]  # taken by the time the worker was ready (0 unless it was quick)
     first_window, last_window = (start, start + FLAT_WINDOW), (n - FLAT_WINDOW, n)
     first, last = rate_between(progress, *first_window), rate_between(progress, *last_window)
@@ -171,6 +229,7 @@ def run(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
         "rebuild_from_changelog_seconds": round(rebuild_s, 2),
         # records in the log (compaction has removed the superseded ones the end offsets count)
         "rebuild_restored_records_per_s": round(restored / rebuild_s),
+        **crash,
         "cpus": os.cpu_count(),
     }
 
