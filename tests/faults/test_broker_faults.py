@@ -48,8 +48,8 @@ def _run(platform: Harness, keys: dict[str, str], seed: int) -> LoadGenerator:
 
 
 def _tails(platform: Harness) -> str:
-    """The services' own metrics and last log lines, for a failure's message: which of them
-    stopped (the worker publishing, the API's view applying) shows there."""
+    """The services' own metrics (ingest's are ``ingest_*``) and last log lines, for a failure's
+    message: which of them stopped (the worker publishing, the API's view applying) shows there."""
     parts = []
     for service in platform.services.values():
         try:
@@ -57,7 +57,9 @@ def _tails(platform: Harness) -> str:
             mine = "\n".join(
                 line
                 for line in text.splitlines()
-                if line.startswith("handshake_") and "_created" not in line and "_bucket" not in line
+                if line.startswith(("handshake_", "ingest_"))
+                and "_created" not in line
+                and "_bucket" not in line
             )
         except httpx.HTTPError as exc:
             mine = repr(exc)
