@@ -1,7 +1,7 @@
 """The faust app: two thin agents around the pure functions of :mod:`services.aggregator.domain`.
 
 Stage 1 reads the events topic in batches, keeps event states and per-partition partials in the
-``state`` table and publishes each touched partial to ``{app_id}-pair-partials`` (in bundles,
+``state`` table (its units of writes: :mod:`services.aggregator.stage1`) and publishes each touched partial to ``{app_id}-pair-partials`` (in bundles,
 partitioned by pair: :mod:`services.aggregator.partials`). Stage 2 reads that topic, keeps
 ``(pair, partition) -> partial`` in the ``pairs`` table and publishes every changed pair's
 merged snapshot to the pair-stats topic (:mod:`services.aggregator.stage2`). Tables are read and
@@ -41,6 +41,7 @@ from services.aggregator.delivery import (
 )
 from services.aggregator.metrics import Metrics
 from services.aggregator.settings import AggregatorSettings
+from services.aggregator.stage1 import process_units, reader
 from services.aggregator.stage2 import Stage2
 from services.aggregator.store import Publisher, TableState
 
@@ -114,21 +115,6 @@ def _headers(headers: Any) -> list[tuple[str, bytes]]:
     return [(str(k), v) for k, v in items]
 
 
-def _reader(store: TableState, partition: int, carried: Mapping[bytes, bytes]) -> Any:
-    """``get(partition, key)`` for :func:`domain.process_batch`: earlier units first, then the store."""
-
-    def read(_partition: int, key: str) -> Any:
-        raw_key = key.encode()
-        raw = carried.get(raw_key)
-        return _loads(raw if raw is not None else store.get(partition, raw_key))
-
-    return read
-
-
-def _loads(raw: bytes | None) -> Any:
-    return None if raw is None else orjson.loads(raw)
-
-
 #: Each table keeps one RocksDB per partition (12 by default, two tables): faust's defaults give
 #: every one a 2 GiB block cache and up to 3 x 64 MiB memtables. These keep a worker's memory
 #: bounded (24 stores: ≤ 24 x (2 x 8 + 16) MiB) at a cost measured in bench/README.md.
@@ -155,8 +141,14 @@ def broker_credentials(settings: AggregatorSettings) -> faust.SASLCredentials | 
 
 
 def stage2_batch_size(settings: AggregatorSettings) -> int:
-    """Records per stage-2 batch: a record is a bundle of ~27 partials, so a tenth of stage 1's."""
-    return max(1, settings.batch_size // 10)
+    """Records per stage-2 batch: a record is a bundle of ~20 partials, so ~50,000 partials (about
+    ten stage-1 batches' worth: stage 2's work per batch is per changed pair, bench/README.md)."""
+    return max(1, settings.batch_size // 2)
+
+
+#: How long a stage-2 batch may wait to fill while enough partials wait in Kafka to fill it (it
+#: gets the loop only between stage 1's batches when both catch up): see :mod:`batching`.
+STAGE2_PATIENCE = 2.0
 
 
 def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> Aggregator:
@@ -199,9 +191,9 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
         settings.partials_topic,
         partitions=settings.topic_partitions,
         internal=True,
-        # buffered bundles (16 KiB each): two of stage 2's batches, not stream_buffer_maxsize's
+        # buffered bundles (at most 16 KiB each): one stage-2 batch, not stream_buffer_maxsize's
         # 10,000 (160 MiB when stage 2 is behind)
-        maxsize=2 * stage2_batch_size(settings),
+        maxsize=stage2_batch_size(settings),
         **raw,
     )
     pair_stats_topic = app.topic(settings.pair_stats_topic, **raw)
@@ -311,7 +303,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
                 if domain.split_partial_key(key.decode())[1] == partition
             ]
             since = start_offset(cast(Any, app.consumer), tps[partition])
-            read = functools.partial(_reader(state_store, partition, {}), partition)
+            read = functools.partial(reader(state_store, partition, {}), partition)
             out.then(domain.republish(read, found, since))
         metrics.partials_republished.inc(len(out.touched))
         return out
@@ -332,50 +324,13 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
             decoded.append((msg.partition, msg.offset, record))
             sources.append(ev)
 
-        # per source partition, units whose writes fit one Kafka record batch: the changelog and
-        # the local store keep a unit whole or lose it whole (see domain: no partial half-applied)
-        by_partition: dict[int, list[int]] = {}
-        for i, (partition, _, _) in enumerate(decoded):
-            by_partition.setdefault(partition, []).append(i)
-        outcomes: list[domain.Outcome | None] = [None] * len(decoded)
-        units: dict[int, list[list[tuple[bytes, bytes]]]] = {}
         # the partials to publish, with the months they changed (or all): first, in a partition's
         # first batch since a (re)start, what a crash may have lost (see domain.republish)
         first = first_batches.due(app.consumer_generation_id, {ev.message.partition for ev in events})
         published = republished(first, {ev.message.partition: ev.message.tp for ev in events})
-        dumped: dict[tuple[str, int], bytes] = {}  # a partial is serialised once, written and published
-        for partition, indexes in by_partition.items():
-            carried: dict[bytes, bytes] = {}  # this batch's earlier units, not stored yet
-            read = _reader(state_store, partition, carried)
-            pending = indexes
-            while pending:
-                n = sizer.first(len(pending))
-                while True:
-                    result = domain.process_batch(read, [decoded[i] for i in pending[:n]], fresh=True)
-                    items = [(key.encode(), orjson.dumps(value)) for _, key, value in result.writes]
-                    size = batching.unit_bytes(items)
-                    if sizer.fits(n, size):
-                        break
-                    if n == 1:  # one record's writes alone exceed a record batch (many pairs)
-                        metrics.oversize_units.inc()
-                        log.error(
-                            "an event's writes exceed one record batch: sent in order, not atomically",
-                            extra={"bytes": size, "partition": partition, "offset": decoded[pending[0]][1]},
-                        )
-                        break
-                    metrics.unit_retries.inc()  # too big for one record batch: fewer records
-                    n = sizer.retry(n, size)
-                for i, outcome in zip(pending[:n], result.outcomes, strict=True):
-                    outcomes[i] = outcome
-                units.setdefault(partition, []).append(items)
-                for (_, key, _), (raw_key, raw) in zip(result.writes, items, strict=True):
-                    carried[raw_key] = raw
-                    if key.startswith("p:"):
-                        dumped[domain.split_partial_key(key)] = raw
-                published.then(result)  # a later unit's counts are newer
-                pending = pending[n:]
+        done = process_units(state_store, decoded, sizer, metrics, published)
         counts: Counter[tuple[str, str]] = Counter()
-        for (_, _, record), ev, maybe in zip(decoded, sources, outcomes, strict=True):
+        for (_, _, record), ev, maybe in zip(decoded, sources, done.outcomes, strict=True):
             outcome = cast(domain.Outcome, maybe)
             if outcome.error is not None:
                 await dead_letter(ev, "processing_error", outcome.error)
@@ -383,7 +338,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
                 counts[(record.kind.value, outcome.result)] += 1
         to_stage2: dict[int, list[bytes]] = {}  # partition of the partials topic -> entries
         for (pair, partition), partial in published.touched.items():
-            raw = dumped.get((pair, partition)) or orjson.dumps(partial)
+            raw = done.dumped.get((pair, partition)) or orjson.dumps(partial)
             # partitioned by pair, so stage 2 finds all partials of a pair together
             target = await publisher.partition_of(partials_name, pair.encode())
             to_stage2.setdefault(target, []).append(
@@ -399,7 +354,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
         metrics.stage_cpu.labels("stage1").inc(time.thread_time() - cpu)
         # raises if the broker did not acknowledge: the batch is then not acknowledged either
         await asyncio.gather(
-            state_store.write(units), publisher.publish_to(partials_name, partials.bundle(to_stage2))
+            state_store.write(done.units), publisher.publish_to(partials_name, partials.bundle(to_stage2))
         )
         for (kind, outcome_name), n in counts.items():
             metrics.events.labels(kind, outcome_name).inc(n)
@@ -419,12 +374,16 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
         except Exception:  # not assigned (any more), or the consumer is not running
             return None
 
-    async def run_stage(stream: Any, stage: str, handle: Any, size: int, failed: Any = None) -> None:
+    async def run_stage(
+        stream: Any, stage: str, handle: Any, size: int, failed: Any = None, patience: float | None = None
+    ) -> None:
         """Feed ``handle`` batches (see :mod:`batching`); a batch is acknowledged once processed,
         and one that fails is read again, never acknowledged."""
         seek_sources_after_recovery(app.consumer, {settings.events_topic, partials_name})
         delivered = batching.Positions(highwater)
-        async for events in batching.batches(stream, size, settings.flush_interval, delivered):
+        async for events in batching.batches(
+            stream, size, settings.flush_interval, delivered, patience=patience
+        ):
             try:
                 await handle(events)
             except Exception:
@@ -457,7 +416,13 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
 
     @app.agent(partials_topic, name=f"{settings.app_id}.stage2")
     async def stage2(stream: Any) -> None:
-        await run_stage(stream, "stage2", stage2_batch, stage2_batch_size(settings))
+        await run_stage(
+            stream,
+            "stage2",
+            stage2_batch,
+            stage2_batch_size(settings),
+            patience=max(STAGE2_PATIENCE, settings.flush_interval),
+        )
 
     purger = partials.Purger(settings.kafka_bootstrap, settings.aiokafka_config())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,15 +31,54 @@ def evs(tp: str, *offsets: int) -> list[Any]:
 
 def test_a_hold_is_due_when_full_caught_up_or_old_enough() -> None:
     hold = Hold(size=3, flush_interval=0.2)
-    assert not hold.due(0.0, behind=False)  # nothing held
+    assert not hold.due(0.0, waiting=0)  # nothing held
     hold.add(evs("a", 0), now=10.0)
-    assert not hold.due(10.1, behind=True)
-    assert hold.due(10.1, behind=False)  # caught up: at once
-    assert hold.due(10.2, behind=True)  # waited flush_interval
+    assert not hold.due(10.1, waiting=1)
+    assert hold.due(10.1, waiting=0)  # caught up: at once
+    assert hold.due(10.2, waiting=1)  # waited flush_interval
+    assert hold.due(10.2, waiting=50)  # no patience beyond flush_interval by default
     hold.add(evs("a", 1, 2), now=10.15)
-    assert hold.due(10.15, behind=True)  # full
+    assert hold.due(10.15, waiting=1)  # full
     assert [e.message.offset for e in hold.take()] == [0, 1, 2]
-    assert hold.deadline() is None and not hold.due(99.0, behind=False)
+    assert hold.deadline() is None and hold.wake(99.0) is None and not hold.due(99.0, waiting=0)
+
+
+def test_a_patient_hold_waits_to_fill_only_while_enough_waits_in_kafka() -> None:
+    hold = Hold(size=10, flush_interval=0.2, patience=2.0)
+    hold.add(evs("a", 0, 1), now=10.0)
+    assert hold.wake(10.1) == 10.2  # the flush deadline first
+    assert not hold.due(10.1, waiting=100)
+    assert hold.due(10.1, waiting=0)  # caught up: at once, as ever
+    assert hold.due(10.2, waiting=7)  # 2 held + 7 waiting cannot fill 10: flush_interval applies
+    assert not hold.due(10.2, waiting=8)  # they can: wait for them
+    assert hold.wake(10.2) == 12.0  # then the end of patience
+    assert not hold.due(11.9, waiting=100)
+    assert hold.due(12.0, waiting=100)  # they did not come in time: go with what is held
+    hold.add(evs("a", *range(2, 10)), now=10.5)
+    assert hold.due(10.5, waiting=100)  # full
+
+
+@given(
+    st.integers(1, 20),
+    st.integers(0, 30),
+    st.integers(0, 40),
+    st.floats(0, 5),
+    st.one_of(st.none(), st.floats(0.2, 3)),
+)
+def test_a_hold_never_waits_past_its_patience_nor_holds_a_full_batch(
+    size: int, held: int, waiting: int, age: float, patience: float | None
+) -> None:
+    hold = Hold(size=size, flush_interval=0.2, patience=patience)
+    hold.add(evs("a", *range(held)), now=0.0)
+    due = hold.due(age, waiting)
+    if held == 0:
+        assert not due
+    elif held >= size or waiting == 0 or age >= (0.2 if patience is None else max(0.2, patience)):
+        assert due
+    elif age < 0.2:
+        assert not due
+    else:  # between flush_interval and patience: wait only for what can fill the batch
+        assert due == (held + waiting < size)
 
 
 @given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 50)), max_size=30))
@@ -53,8 +93,9 @@ def test_positions_are_behind_exactly_when_a_highwater_is_past_the_next_offset(
     for tp, offset in delivered:
         nexts[tp] = max(nexts.get(tp, 0), offset + 1)
     assert positions.behind() == any((highwaters[tp] or 0) > n for tp, n in nexts.items())
+    assert positions.waiting() == sum(max(0, (highwaters[tp] or 0) - n) for tp, n in nexts.items())
     positions.forget()
-    assert not positions.behind()
+    assert not positions.behind() and positions.waiting() == 0
 
 
 class Stream:
@@ -103,6 +144,28 @@ def test_behind_records_wait_to_fill_a_batch() -> None:
     # 5 records exist; each poll brings one: held until the batch of 2 is full, the rest at the end
     polls = [(0, evs("a", i)) for i in range(5)]
     assert run(polls, {"a": 5}, size=2, flush=10) == [[0, 1], [2, 3], [4]]
+
+
+def test_a_patient_stage_waits_past_the_flush_interval_for_records_that_fill_its_batch() -> None:
+    # 3 records wait in Kafka and come 0.1 s apart: one batch with patience, three without
+    polls = [(0, evs("a", 0)), (0.1, evs("a", 1)), (0.1, evs("a", 2))]
+    clock_calls = 0
+
+    def clock() -> float:
+        nonlocal clock_calls
+        clock_calls += 1
+        return time.monotonic()
+
+    async def go(patience: float | None) -> list[list[int]]:
+        out = []
+        stream, positions = Stream(polls), Positions({"a": 3}.get)
+        async for batch in batches(stream, 3, 0.02, positions, poll=0.001, clock=clock, patience=patience):
+            out.append([e.message.offset for e in batch])
+        return out
+
+    assert asyncio.run(go(patience=1.0)) == [[0, 1, 2]]
+    assert clock_calls < 50  # it slept between the polls: no spin once the flush interval passed
+    assert asyncio.run(go(patience=None)) == [[0], [1], [2]]
 
 
 def test_behind_records_wait_at_most_the_flush_interval() -> None:
