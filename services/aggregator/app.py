@@ -1,8 +1,9 @@
 """The faust app: two thin agents around the pure functions of :mod:`services.aggregator.domain`.
 
 Stage 1 reads the events topic in batches, keeps event states and per-partition partials in the
-``state`` table (its units of writes: :mod:`services.aggregator.stage1`) and publishes each touched partial to ``{app_id}-pair-partials`` (in bundles,
-partitioned by pair: :mod:`services.aggregator.partials`). Stage 2 reads that topic, keeps
+``state`` table (its units of writes: :mod:`services.aggregator.stage1`) and publishes each
+touched partial to ``{app_id}-pair-partials`` (in bundles, partitioned by pair:
+:mod:`services.aggregator.partials`). Stage 2 reads that topic, keeps
 ``(pair, partition) -> partial`` in the ``pairs`` table and publishes every changed pair's
 merged snapshot to the pair-stats topic (:mod:`services.aggregator.stage2`). Tables are read and
 written a batch at a time through :mod:`services.aggregator.store` (changelog first, then the

@@ -11,9 +11,9 @@ faust's buffer often (``POLL``) and keeps the records it has until one of:
 - the oldest record has waited ``flush_interval``, and what waits in Kafka cannot fill the batch;
 - the oldest record has waited ``patience`` (``flush_interval`` unless the stage says longer).
 
-A stage that gets the event loop only between the other stage's batches (stage 2, ~1 s apart
-while stage 1 catches up) would otherwise cut a batch of whatever arrived in one look, however
-far behind it is: stage 2 took ~600 bundles per batch against the 2,500 it allows, and its
+A stage that gets the event loop only between the other stage's batches (stage 2, while stage
+1 catches up in batches of ~0.4 s) would otherwise cut a batch of whatever arrived in one look,
+however far behind it is: stage 2 took ~600 bundles per batch where 2,500 were allowed, and its
 per-batch work (reading, summing and publishing every changed pair) was paid four times over.
 
 faust's ``noack_take`` (public API) leaves acknowledging to the caller, so records held across
