@@ -97,6 +97,8 @@ def crash_while_catching_up(
     while (taken := metric(worker, EVENTS)) < CRASH_EVENTS / 2:
         if taken and first_before_s is None:
             first_before_s = time.perf_counter() - began
+        if time.perf_counter() - began > 1800:
+            raise TimeoutError("the worker did not take half of the new events")
         time.sleep(0.2)
     before_rate = taken / (time.perf_counter() - began)
     worker.proc.send_signal(signal.SIGKILL)

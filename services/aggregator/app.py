@@ -422,7 +422,7 @@ def create_app(settings: AggregatorSettings, metrics: Metrics | None = None) -> 
             "stage2",
             stage2_batch,
             stage2_batch_size(settings),
-            patience=max(STAGE2_PATIENCE, settings.flush_interval),
+            patience=STAGE2_PATIENCE,
         )
 
     purger = partials.Purger(settings.kafka_bootstrap, settings.aiokafka_config())

@@ -47,7 +47,7 @@ class Hold:
 
     size: int
     flush_interval: float
-    patience: float | None = None  # how long a batch may wait to fill (None: flush_interval)
+    patience: float | None = None  # how long a batch may wait to fill (None, or less: flush_interval)
     events: list[EventT] = field(default_factory=list)
     since: float | None = None  # when the oldest held record arrived
 
@@ -60,26 +60,31 @@ class Hold:
         """When the oldest held record will have waited ``flush_interval``."""
         return None if self.since is None else self.since + self.flush_interval
 
+    def last_call(self) -> float | None:
+        """When the oldest held record will have waited ``patience`` (at least ``flush_interval``):
+        the batch goes then, full or not."""
+        if self.since is None:
+            return None
+        patience = self.flush_interval if self.patience is None else self.patience
+        return self.since + max(self.flush_interval, patience)
+
     def wake(self, now: float) -> float | None:
-        """When :meth:`due` may turn true with no new record: the deadline, then the end of
-        ``patience`` (None: nothing held)."""
+        """When :meth:`due` may turn true with no new record: the deadline, then the last call
+        (None: nothing held)."""
         deadline = self.deadline()
-        if self.since is None or deadline is None or now < deadline:
-            return deadline
-        return self.since + (self.flush_interval if self.patience is None else self.patience)
+        return deadline if deadline is None or now < deadline else self.last_call()
 
     def due(self, now: float, waiting: int) -> bool:
         """Hand the batch over now? ``waiting``: records in Kafka past the last one delivered."""
-        deadline = self.deadline()
-        if self.since is None or deadline is None:
+        deadline, last_call = self.deadline(), self.last_call()
+        if deadline is None or last_call is None:
             return False
         held = len(self.events)
         if held >= self.size or waiting <= 0:
             return True
         if now < deadline:
             return False
-        patience = self.flush_interval if self.patience is None else self.patience
-        return held + waiting < self.size or now >= self.since + patience
+        return held + waiting < self.size or now >= last_call
 
     def take(self) -> list[EventT]:
         out, self.events, self.since = self.events, [], None
@@ -106,10 +111,6 @@ class Positions:
         ``highwater`` returns None for a partition it knows nothing of (e.g. no longer assigned).
         """
         return sum(max(0, (self._highwater(tp) or 0) - next_offset) for tp, next_offset in self._next.items())
-
-    def behind(self) -> bool:
-        """Does any partition seen so far hold records past the last one delivered?"""
-        return self.waiting() > 0
 
     def forget(self) -> None:
         """After a rebalance or a seek back: positions are learned again from what comes."""

@@ -24,8 +24,6 @@ from services.aggregator.store import TableState, loads
 
 log = logging.getLogger("services.aggregator")
 
-Write = tuple[bytes, bytes]
-
 
 def reader(store: TableState, partition: int, carried: Mapping[bytes, bytes]) -> domain.PartitionGetter:
     """``process_batch``'s reader of one source partition: this batch's earlier units (``carried``,
@@ -45,7 +43,7 @@ class Units:
     of every partial written (serialised once: written, then published)."""
 
     outcomes: list[domain.Outcome | None]
-    units: dict[int, list[list[Write]]] = field(default_factory=dict)
+    units: dict[int, list[list[batching.Item]]] = field(default_factory=dict)
     dumped: dict[tuple[str, int], bytes] = field(default_factory=dict)
 
 
